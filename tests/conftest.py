@@ -1,0 +1,159 @@
+"""Shared fixtures: one real control plane per test session, isolation by namespace and node name."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from vk_operator.devcluster.cluster import Cluster, Options
+from vk_operator.kube import ApiError, Kube
+
+T = TypeVar("T")
+REPO = pathlib.Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real control plane. VK_TEST_CLUSTER_DIR reuses a live one (`devcluster up`) for fast reruns."""
+    reuse = os.environ.get("VK_TEST_CLUSTER_DIR")
+    if reuse and Cluster(reuse).running():
+        yield Cluster(reuse)
+        return
+    cluster = Cluster(tmp_path_factory.mktemp("controlplane"))
+    # A short node-monitor grace period so "node goes NotReady when the VK stops" is quick to see.
+    cluster.up(
+        Options(controller_manager_args=["--node-monitor-grace-period=20s", "--node-monitor-period=2s"])
+    )
+    atexit.register(cluster.down)  # also on Ctrl-C or a crash of the session
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kubectl_binary(cluster: Cluster) -> str:
+    return str(cluster.state()["binaries"]["kubectl"])  # type: ignore[index]
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster, kubectl_binary: str) -> Callable[..., str]:
+    def run(
+        *args: str, kubeconfig: pathlib.Path | None = None, check: bool = True, timeout: float = 60
+    ) -> str:
+        out = subprocess.run(
+            [kubectl_binary, f"--kubeconfig={kubeconfig or cluster.admin_kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}")
+        return out.stdout if check else out.stdout + out.stderr
+
+    return run
+
+
+@pytest.fixture
+async def admin(cluster: Cluster) -> AsyncIterator[Kube]:
+    kube = await Kube.connect(str(cluster.admin_kubeconfig))
+    try:
+        yield kube
+    finally:
+        await kube.close()
+
+
+@pytest.fixture
+def node_name() -> str:
+    return f"vk-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def namespace(admin: Kube) -> AsyncIterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await admin.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        await admin.delete(f"/api/v1/namespaces/{name}")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = await probe()
+        except ApiError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+class VirtualKubeletProcess:
+    """`virtual-kubelet` run as a real process, the way users run it."""
+
+    def __init__(self, args: list[str], log_path: pathlib.Path, env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vk_operator.cli", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_vk(tmp_path: pathlib.Path) -> Iterator[Callable[..., VirtualKubeletProcess]]:
+    started: list[VirtualKubeletProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> VirtualKubeletProcess:
+        process = VirtualKubeletProcess(
+            list(args),
+            tmp_path / f"vk-{len(started)}.log",
+            {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

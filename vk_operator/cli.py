@@ -1,0 +1,132 @@
+"""`virtual-kubelet [run] --provider ... | virtual-kubelet version`.
+
+Flags keep the original virtual-kubelet names; each is also read from the environment (VK_NODENAME,
+VK_PROVIDER, ...). Any configuration problem is one line on stderr and exit code 2, before anything
+is registered in the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import pydantic
+
+from vk_operator import __version__
+from vk_operator.config import ConfigError, Settings, format_validation_error
+from vk_operator.kube import ApiError
+
+EXIT_CONFIG = 2
+
+# flag -> Settings field; flags left out are taken from the environment or defaults.
+_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--provider": ("provider", {"help": "provider name (default: mock)"}),
+    "--provider-config": ("provider_config", {"help": "provider config file (YAML/JSON/TOML)"}),
+    "--nodename": ("nodename", {"help": "node name (default: virtual-kubelet)"}),
+    "--kubeconfig": ("kubeconfig", {"help": "kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)"}),
+    "--namespace": ("namespace", {"help": "only watch pods of this namespace (default: all)"}),
+    "--os": ("os", {"help": "node operating system: Linux or Windows"}),
+    "--taint": ("taint", {"help": "taint key for the node; empty disables the taint"}),
+    "--kubelet-port": ("kubelet_port", {"type": int, "help": "kubelet API port (default 10250)"}),
+    "--node-ip": ("node_ip", {"help": "InternalIP the node advertises"}),
+    "--log-level": ("log_level", {"help": "DEBUG, INFO, WARNING or ERROR"}),
+    "--client-qps": ("client_qps", {"type": float, "help": "API client queries per second"}),
+    "--client-burst": ("client_burst", {"type": int, "help": "API client burst"}),
+    "--pod-workers": ("pod_workers", {"type": int, "help": "concurrent pod reconcilers"}),
+    "--resync-interval": ("resync_interval", {"type": float, "help": "seconds between full resyncs"}),
+    "--node-status-interval": ("node_status_interval", {"type": float}),
+    "--lease-renew-interval": ("lease_renew_interval", {"type": float}),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        print(f"virtual-kubelet: {message}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="virtual-kubelet", description="A Virtual Kubelet in Python")
+    parser.add_argument("command", nargs="?", choices=("run", "version"), default="run")
+    for flag, (field, options) in _FLAGS.items():
+        parser.add_argument(flag, dest=field, default=None, **options)
+    parser.add_argument(
+        "--remove-node-on-exit",
+        dest="remove_node_on_exit",
+        action="store_const",
+        const=True,
+        default=None,
+        help="delete the Node when the process stops",
+    )
+    return parser
+
+
+def parse_settings(argv: list[str] | None) -> tuple[str, Settings]:
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    try:
+        return args.command, Settings(**given)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(format_validation_error("configuration", exc)) from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # kopf's own INFO chatter (handler succeeded, ...) would drown our logs.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+async def _run(settings: Settings) -> int:
+    import kopf
+
+    from vk_operator import handlers  # noqa: F401  (registers the kopf handlers)
+    from vk_operator.app import VirtualKubelet
+
+    vk = await VirtualKubelet.from_settings(settings)
+    try:
+        await vk.start()
+    except Exception:
+        await vk.stop()
+        raise
+    try:
+        await kopf.operator(
+            clusterwide=settings.namespace is None,
+            namespaces=[settings.namespace] if settings.namespace else (),
+            standalone=True,
+            memo=kopf.Memo(vk=vk),
+        )
+    finally:
+        await vk.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        command, settings = parse_settings(argv)
+        if command == "version":
+            print(f"virtual-kubelet (vk-operator) {__version__}")
+            return 0
+        _configure_logging(settings.log_level)
+        # Load the provider config now, so a bad one fails before we touch the cluster.
+        from vk_operator.config import load_provider_config, load_provider_factory
+
+        load_provider_config(load_provider_factory(settings.provider), settings.provider_config)
+        return asyncio.run(_run(settings))
+    except ConfigError as exc:
+        print(f"virtual-kubelet: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FileNotFoundError as exc:
+        print(f"virtual-kubelet: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ApiError as exc:
+        print(f"virtual-kubelet: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

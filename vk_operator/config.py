@@ -1,0 +1,126 @@
+"""Settings: every flag also readable from the environment (VK_ prefix), validated by pydantic."""
+
+from __future__ import annotations
+
+import enum
+import importlib.metadata
+import json
+import pathlib
+from typing import Any
+
+import pydantic
+import pydantic_settings
+import yaml
+
+from vk_operator.typing import ProviderFactory
+
+ENTRY_POINT_GROUP = "vk_operator.providers"
+
+
+class OperatingSystem(enum.StrEnum):
+    LINUX = "Linux"
+    WINDOWS = "Windows"
+
+
+class Settings(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="VK_", extra="forbid")
+
+    provider: str = "mock"
+    provider_config: str | None = None  # a file (YAML/JSON/TOML)
+    nodename: str = "virtual-kubelet"
+    kubeconfig: str | None = None
+    namespace: str | None = None  # watch one namespace; None: all
+    os: OperatingSystem = OperatingSystem.LINUX
+    taint: str = "virtual-kubelet.io/provider"  # empty: no taint
+    kubelet_port: int = pydantic.Field(10250, ge=0, le=65535)
+    node_ip: str = "127.0.0.1"
+    log_level: str = "INFO"
+    client_qps: float = pydantic.Field(50.0, ge=0)
+    client_burst: int = pydantic.Field(100, ge=1)
+    pod_workers: int = pydantic.Field(16, ge=1)
+    node_status_interval: float = pydantic.Field(60.0, gt=0)
+    lease_duration: int = pydantic.Field(40, ge=1)
+    lease_renew_interval: float = pydantic.Field(10.0, gt=0)
+    resync_interval: float = pydantic.Field(60.0, gt=0)
+    remove_node_on_exit: bool = False
+
+    @pydantic.field_validator("nodename")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+            raise ValueError("must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')")
+        return value
+
+    @pydantic.field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names every wrong field."""
+
+
+def provider_factories() -> dict[str, ProviderFactory]:
+    factories: dict[str, ProviderFactory] = {}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        factories[entry.name] = entry.load()
+    return factories
+
+
+def load_provider_factory(name: str) -> ProviderFactory:
+    factories = provider_factories()
+    if name not in factories:
+        known = ", ".join(sorted(factories)) or "none"
+        raise ConfigError(f"unknown provider {name!r} (installed: {known})")
+    return factories[name]
+
+
+def parse_config_text(text: str, source: str) -> dict[str, Any]:
+    """YAML (a superset of JSON) or TOML, chosen by extension."""
+    try:
+        if source.endswith(".toml"):
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        elif source.endswith(".json"):
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except Exception as exc:  # every parser has its own error type
+        raise ConfigError(f"{source}: cannot parse: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    return data
+
+
+def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+    )
+    return f"{source}: {problems}"
+
+
+def validate_provider_config(factory: ProviderFactory, data: dict[str, Any], source: str) -> Any:
+    try:
+        return factory.config_model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from exc
+
+
+def load_provider_config(factory: ProviderFactory, path: str | None) -> Any:
+    if path is None:
+        return validate_provider_config(factory, {}, "(defaults)")
+    file = pathlib.Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--provider-config {path}: {exc.strerror}") from exc
+    return validate_provider_config(factory, parse_config_text(text, path), path)

@@ -1,0 +1,69 @@
+"""The kopf face of the virtual kubelet: `kopf run -A --standalone vk_operator/handlers.py`.
+
+Pods are handled with ``@kopf.on.event`` only: it writes nothing to the object, so kopf never puts
+annotations or finalizers on pods (a finalizer would hang pod deletion whenever we are down).
+Embedded use (the `virtual-kubelet` CLI) passes a ready VirtualKubelet in the memo; under `kopf run`
+the start-up handler builds one from VK_* environment variables.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from vk_operator.app import VirtualKubelet
+from vk_operator.config import Settings
+from vk_operator.kube import load_configuration
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    vk: VirtualKubelet | None = memo.get("vk")
+    if vk is None:  # `kopf run`: configure from the environment
+        vk = await VirtualKubelet.from_settings(Settings())
+        memo["vk"] = vk
+        memo["vk_owned"] = True
+    # Server-side filtering: without it kopf lists and watches every pod of the cluster, which
+    # the Node authorizer forbids anyway. The key must be the (group/version, plural) tuple.
+    settings.watching.field_selectors[("v1", "pods")] = vk.field_selector
+    settings.scanning.disabled = True  # no CRD/namespace observation: a kubelet may not list them
+    settings.posting.enabled = False  # our own EventRecorder posts the events users expect
+    settings.persistence.finalizer = "vk-operator.io/never-used"
+    if memo.get("vk_owned"):
+        await vk.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    vk: VirtualKubelet | None = memo.get("vk")
+    if vk is not None and memo.get("vk_owned"):
+        await vk.stop()
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as our own client (kubernetes-asyncio), from the same sources."""
+    vk: VirtualKubelet | None = memo.get("vk")
+    configuration = vk.kube.configuration if vk else await load_configuration(Settings().kubeconfig)
+    token = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return kopf.ConnectionInfo(
+        server=str(configuration.host),
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=token or None,
+    )
+
+
+@kopf.on.event("v1", "pods")
+def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    vk: VirtualKubelet | None = memo.get("vk")
+    if vk is not None:
+        vk.pods.observe(event.get("type") or "ADDED", dict(event["object"]))

@@ -1,0 +1,5 @@
+"""The Kubernetes API client layer: raw JSON requests over kubernetes-asyncio's transport."""
+
+from vk_operator.kube.client import ApiError, Kube, load_configuration
+
+__all__ = ["ApiError", "Kube", "load_configuration"]

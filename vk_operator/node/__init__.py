@@ -1,0 +1,1 @@
+"""The Node side: registration, Lease heartbeat, status refresh."""

@@ -1,0 +1,180 @@
+"""Keeps the Node registered, its Lease fresh and its status current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from typing import Any
+
+from vk_operator.domain import node as node_domain
+from vk_operator.domain.model import Capacity
+from vk_operator.kube import ApiError, Kube
+from vk_operator.kube.client import MERGE_PATCH
+from vk_operator.typing import Provider
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        kube: Kube,
+        provider: Provider,
+        identity: node_domain.NodeIdentity,
+        *,
+        lease_duration: int = 40,
+        lease_renew_interval: float = 10.0,
+        status_interval: float = 60.0,
+    ) -> None:
+        self.kube = kube
+        self.provider = provider
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.lease_renew_interval = lease_renew_interval
+        self.status_interval = status_interval
+        self.node_uid: str | None = None
+        self.last_heartbeat: float | None = None  # loop time of the last successful lease renewal
+        self._capacity: Capacity | None = None
+        self._refresh = asyncio.Event()
+
+    @property
+    def path(self) -> str:
+        return f"/api/v1/nodes/{self.identity.name}"
+
+    @property
+    def lease_path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.identity.name}"
+
+    async def _wanted_conditions(self) -> list[dict[str, str]]:
+        conditions = node_domain.default_conditions()
+        extra = {c["type"]: c for c in await self.provider.node_conditions()}
+        return [extra.pop(c["type"], c) for c in conditions] + list(extra.values())
+
+    async def register(self) -> dict[str, Any]:
+        """Create the Node, or bring an existing one up to date; returns the Node."""
+        capacity = await self.provider.capacity()
+        self._capacity = capacity
+        conditions = node_domain.merge_conditions([], await self._wanted_conditions(), _now())
+        try:
+            existing = await self.kube.get(self.path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            created = await self._create(node_domain.new_node(self.identity, capacity, conditions))
+            self.node_uid = created["metadata"]["uid"]
+            log.info("registered node %s", self.identity.name)
+            return created
+        self.node_uid = existing["metadata"]["uid"]
+        # Keep taints others added (e.g. by an admin); make sure ours is there.
+        taints = [
+            t for t in existing.get("spec", {}).get("taints") or [] if t.get("key") != self.identity.taint
+        ]
+        taints += node_domain.node_taints(self.identity)
+        labels = node_domain.node_labels(self.identity)
+        labels = {k: v for k, v in labels.items() if k not in node_domain.restricted_labels(labels)}
+        # Labels NodeRestriction may refuse are only set at creation (see _create).
+        await self.kube.patch(
+            self.path, {"metadata": {"labels": labels}, "spec": {"taints": taints}}, MERGE_PATCH
+        )
+        updated = await self.update_status(existing)
+        log.info("node %s already registered; updated", self.identity.name)
+        return updated
+
+    async def _create(self, node: dict[str, Any]) -> dict[str, Any]:
+        try:
+            created: dict[str, Any] = await self.kube.create("/api/v1/nodes", node)
+            return created
+        except ApiError as exc:
+            if exc.status != 403 or "not allowed to set the following labels" not in exc.message:
+                raise
+        # We run as a node identity under NodeRestriction: drop what it forbids and say so.
+        labels = node["metadata"]["labels"]
+        dropped = node_domain.restricted_labels(labels)
+        log.warning(
+            "NodeRestriction forbids node identities these labels; registering without them: %s",
+            ", ".join(sorted(dropped)),
+        )
+        node["metadata"]["labels"] = {k: v for k, v in labels.items() if k not in dropped}
+        retried: dict[str, Any] = await self.kube.create("/api/v1/nodes", node)
+        return retried
+
+    async def update_status(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
+        if current is None:
+            current = await self.kube.get(self.path)
+        capacity = await self.provider.capacity()
+        self._capacity = capacity
+        previous = (current.get("status") or {}).get("conditions") or []
+        conditions = node_domain.merge_conditions(previous, await self._wanted_conditions(), _now())
+        status = node_domain.node_status(self.identity, capacity, conditions)
+        # Strategic merge: conditions and addresses merge by type, so others' entries survive.
+        patched: dict[str, Any] = await self.kube.patch(self.path + "/status", {"status": status})
+        return patched
+
+    async def renew_lease(self) -> None:
+        assert self.node_uid is not None
+        body = node_domain.lease(self.identity.name, self.node_uid, self.lease_duration, _now())
+        try:
+            await self.kube.patch(self.lease_path, body, MERGE_PATCH)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            await self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", body)
+        self.last_heartbeat = asyncio.get_running_loop().time()
+
+    async def heartbeat(self) -> None:
+        """One tick: re-register if the Node vanished, then renew the Lease."""
+        try:
+            node = await self.kube.get(self.path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            log.warning("node %s was deleted; registering it again", self.identity.name)
+            node = await self.register()
+        if node["metadata"]["uid"] != self.node_uid:
+            self.node_uid = node["metadata"]["uid"]
+        # A lease owned by a previous incarnation of the Node would be garbage-collected.
+        await self.renew_lease()
+        if await self.provider.capacity() != self._capacity:
+            self._refresh.set()
+
+    def request_status_refresh(self) -> None:
+        self._refresh.set()
+
+    async def run_heartbeat(self) -> None:
+        while True:
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node heartbeat failed: %s", exc)
+            await asyncio.sleep(self.lease_renew_interval)
+
+    async def run_status(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), self.status_interval)
+            self._refresh.clear()
+            try:
+                await self.update_status()
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:
+                if exc.not_found:
+                    continue  # the heartbeat re-registers it
+                log.warning("node status update failed: %s", exc)
+            except Exception as exc:
+                log.warning("node status update failed: %s", exc)
+
+    async def deregister(self) -> None:
+        try:
+            await self.kube.delete(self.path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise

@@ -1,0 +1,1 @@
+"""The pod side: per-pod reconciliation against the provider, resync, deletion, events."""

@@ -1,0 +1,444 @@
+"""Per-pod reconciliation: the API object is the wish, the provider the reality.
+
+Events (from kopf's watch, the provider's notifications, retries and the periodic resync) only
+enqueue a pod key; workers take keys one at a time per pod and compare the latest API object with
+the provider. Keys coalesce, so a burst of events for one pod costs one reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from vk_operator.domain import pod_status as status_domain
+from vk_operator.domain.model import (
+    ContainerPhase,
+    ContainerStatus,
+    Pod,
+    PodPhase,
+    PodRef,
+    ProviderError,
+    ProviderPodStatus,
+)
+from vk_operator.kube import ApiError, Kube
+from vk_operator.pods.events import EventRecorder
+from vk_operator.typing import PodNotifier, Provider
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+PodTransform = Callable[[Pod], Awaitable[Pod]]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _key(pod: Pod) -> Key:
+    meta = pod["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+def _ref(pod: Pod) -> PodRef:
+    meta = pod["metadata"]
+    return PodRef(meta["namespace"], meta["name"], meta["uid"])
+
+
+def _rv(obj: Pod) -> int:
+    try:
+        return int(str(obj["metadata"].get("resourceVersion") or 0))
+    except ValueError:
+        return 0
+
+
+@dataclasses.dataclass
+class Backoff:
+    """Capped exponential backoff, per pod."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    deadline: float = 600.0  # give up (pod Failed) when transient errors last this long
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap, self.initial * 2.0 ** max(attempt - 1, 0))
+
+
+@dataclasses.dataclass
+class _Tracked:
+    """What we know about one pod UID beyond its API object."""
+
+    ref: PodRef
+    in_provider: bool = False
+    attempts: int = 0
+    first_failure: float | None = None
+    written_rv: int = 0  # resourceVersion our last status write produced
+    spec_fingerprint: Any = None
+    deleting: bool = False
+
+
+class PodController:
+    def __init__(
+        self,
+        kube: Kube,
+        provider: Provider,
+        node_name: str,
+        host_ip: str,
+        *,
+        namespace: str | None = None,
+        workers: int = 16,
+        resync_interval: float = 60.0,
+        backoff: Backoff | None = None,
+        prepare: PodTransform | None = None,
+    ) -> None:
+        self.kube = kube
+        self.provider = provider
+        self.node_name = node_name
+        self.host_ip = host_ip
+        self.namespace = namespace
+        self.workers = workers
+        self.resync_interval = resync_interval
+        self.backoff = backoff or Backoff()
+        self.events = EventRecorder(kube, node_name)
+        # `prepare` turns the API pod into what the provider receives (env and volume resolution);
+        # it raises PodRejected for pods that must not be created.
+        self.prepare = prepare
+        self.cache: dict[Key, Pod] = {}
+        self.tracked: dict[str, _Tracked] = {}  # by UID
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self.started = asyncio.Event()
+        if isinstance(provider, PodNotifier):
+            provider.notify_pods(self._on_provider_change)
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def observe(self, event_type: str, pod: Pod) -> None:
+        """A watch event from the API (kopf). Cheap: updates the cache and enqueues."""
+        key = _key(pod)
+        if event_type == "DELETED":
+            current = self.cache.get(key)
+            if current is not None and current["metadata"]["uid"] == pod["metadata"]["uid"]:
+                del self.cache[key]
+        else:
+            tracked = self.tracked.get(pod["metadata"]["uid"])
+            self.cache[key] = pod
+            if tracked and tracked.written_rv == _rv(pod) and not pod["metadata"].get("deletionTimestamp"):
+                return  # the echo of our own status write: nothing new to do
+        self.enqueue(key)
+
+    def _on_provider_change(self, ref: PodRef) -> None:
+        self.enqueue((ref.namespace, ref.name))
+
+    def enqueue(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def _retry_later(self, key: Key, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- running -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.resync()
+        self.started.set()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.workers):
+                group.create_task(self._worker())
+            group.create_task(self._resync_loop())
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s/%s failed; retrying", *key)
+                self._retry_later(key, self.backoff.cap)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.enqueue(key)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("resync failed: %s", exc)
+
+    async def list_api_pods(self) -> tuple[list[Pod], int]:
+        base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
+        pods: list[Pod] = []
+        token = None
+        while True:
+            page = await self.kube.get(
+                base,
+                fieldSelector=f"spec.nodeName={self.node_name}",
+                limit=500,
+                **({"continue": token} if token else {}),
+            )
+            pods += page.get("items", [])
+            token = page["metadata"].get("continue")
+            if not token:
+                return pods, _rv(page)
+
+    async def resync(self) -> None:
+        """List both sides and converge: heals missed watch events and restarts.
+
+        API pods already in the provider are adopted; provider pods with no API object are
+        removed; everything is enqueued so Terminating pods finish and statuses are refreshed.
+        """
+        provider_refs = await self.provider.list_pods()
+        api_pods, list_rv = await self.list_api_pods()
+        listed = {_key(p): p for p in api_pods}
+        for key, pod in listed.items():
+            cached = self.cache.get(key)
+            if cached is None or _rv(cached) <= _rv(pod):
+                self.cache[key] = pod
+        for key, cached in list(self.cache.items()):
+            if key not in listed and _rv(cached) <= list_rv:
+                del self.cache[key]  # deleted while we were not watching
+        live_uids = {p["metadata"]["uid"] for p in self.cache.values()}
+        for ref in provider_refs:
+            tracked = self.tracked.setdefault(ref.uid, _Tracked(ref))
+            tracked.in_provider = True
+            if ref.uid not in live_uids:
+                self.enqueue((ref.namespace, ref.name))  # reconcile deletes the orphan
+        for key in self.cache:
+            self.enqueue(key)
+
+    # -- reconciliation ------------------------------------------------------------------------------
+    async def reconcile(self, key: Key) -> None:
+        pod = self.cache.get(key)
+        if pod is None:
+            await self._remove_orphans(key)
+            return
+        uid = pod["metadata"]["uid"]
+        # A pod of the same name but another UID is a different pod: the old one is an orphan.
+        await self._remove_orphans(key, keep_uid=uid)
+        tracked = self.tracked.setdefault(uid, _Tracked(_ref(pod)))
+        if pod["metadata"].get("deletionTimestamp"):
+            await self._finish_deletion(pod, tracked)
+        elif not tracked.in_provider:
+            await self._create(pod, tracked)
+        else:
+            await self._sync_status(pod, tracked)
+
+    async def _remove_orphans(self, key: Key, keep_uid: str | None = None) -> None:
+        for uid, tracked in list(self.tracked.items()):
+            if (tracked.ref.namespace, tracked.ref.name) != key or uid == keep_uid:
+                continue
+            if tracked.in_provider:
+                stub: Pod = {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}}
+                try:
+                    await self.provider.delete_pod(stub)
+                except ProviderError as exc:
+                    log.warning("cannot delete orphan %s/%s from the provider: %s", *key, exc)
+                    self._retry_later(key, self.backoff.delay(tracked.attempts + 1))
+                    tracked.attempts += 1
+                    continue
+                log.info("deleted %s/%s (uid %s) from the provider: no API object", *key, uid)
+            del self.tracked[uid]
+
+    async def _create(self, pod: Pod, tracked: _Tracked) -> None:
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return  # terminal pods are never started again
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await self.prepare(pod) if self.prepare else pod
+            await self.provider.create_pod(prepared)
+        except ProviderError as exc:
+            await self._create_failed(pod, tracked, exc, loop.time())
+            return
+        tracked.in_provider = True
+        tracked.attempts = 0
+        tracked.first_failure = None
+        tracked.spec_fingerprint = _fingerprint(pod)
+        await self.events.record(pod, "ProviderCreateSuccess", "created the pod in the provider")
+        await self._sync_status(pod, tracked)
+
+    async def _create_failed(self, pod: Pod, tracked: _Tracked, exc: ProviderError, now: float) -> None:
+        tracked.attempts += 1
+        if tracked.first_failure is None:
+            tracked.first_failure = now
+        reason = getattr(exc, "reason", None) or "ProviderFailed"
+        await self.events.record(pod, "ProviderCreateFailed", str(exc), warning=True)
+        expired = now - tracked.first_failure >= self.backoff.deadline
+        if exc.permanent or expired:
+            why = (
+                str(exc)
+                if exc.permanent
+                else (f"gave up after {tracked.attempts} attempts over {self.backoff.deadline:.0f}s: {exc}")
+            )
+            await self._write_status(
+                pod, tracked, status_domain.pending_status(pod, reason, why, _now(), phase=PodPhase.FAILED)
+            )
+            return
+        await self._write_status(pod, tracked, status_domain.pending_status(pod, reason, str(exc), _now()))
+        self._retry_later(_key(pod), self.backoff.delay(tracked.attempts))
+
+    async def _sync_status(self, pod: Pod, tracked: _Tracked) -> None:
+        fingerprint = _fingerprint(pod)
+        if tracked.spec_fingerprint is None:
+            tracked.spec_fingerprint = fingerprint  # adopted after a restart
+        elif fingerprint != tracked.spec_fingerprint:
+            await self._update(pod, tracked, fingerprint)
+        reported = await self.provider.get_pod_status(tracked.ref)
+        if reported is None:
+            reported = _lost(pod)
+        await self._write_status(pod, tracked, status_domain.pod_status(pod, reported, self.host_ip, _now()))
+
+    async def _update(self, pod: Pod, tracked: _Tracked, fingerprint: Any) -> None:
+        tracked.spec_fingerprint = fingerprint
+        try:
+            prepared = await self.prepare(pod) if self.prepare else pod
+            await self.provider.update_pod(prepared)
+        except ProviderError as exc:
+            await self.events.record(pod, "ProviderUpdateFailed", str(exc), warning=True)
+            return
+        await self.events.record(pod, "ProviderUpdateSuccess", "updated the pod in the provider")
+
+    async def _write_status(self, pod: Pod, tracked: _Tracked, status: dict[str, Any]) -> None:
+        if not status_domain.status_changed(pod.get("status"), status):
+            return
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+        body = {"metadata": {"uid": meta["uid"]}, "status": status}
+        try:
+            written = await self.kube.patch(path, body)
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:
+                return  # gone or replaced meanwhile; the watch brings the news
+            raise
+        tracked.written_rv = _rv(written)
+        key = _key(pod)
+        if (
+            self.cache.get(key, {}).get("metadata", {}).get("uid") == meta["uid"]
+            and _rv(self.cache[key]) < tracked.written_rv
+        ):
+            self.cache[key] = written
+
+    async def _finish_deletion(self, pod: Pod, tracked: _Tracked) -> None:
+        """Graceful delete: stop in the provider, report the end, remove the object at once."""
+        meta = pod["metadata"]
+        if tracked.in_provider and not tracked.deleting:
+            tracked.deleting = True
+            grace = _grace_left(pod)
+            try:
+                await asyncio.wait_for(self.provider.delete_pod(pod), timeout=max(grace, 0.01))
+                tracked.in_provider = False
+                await self.events.record(pod, "ProviderDeleteSuccess", "deleted the pod in the provider")
+            except (ProviderError, TimeoutError) as exc:
+                tracked.deleting = False
+                if _grace_left(pod) > 0:
+                    await self.events.record(
+                        pod, "ProviderDeleteFailed", str(exc) or "timed out", warning=True
+                    )
+                    tracked.attempts += 1
+                    self._retry_later(_key(pod), min(self.backoff.delay(tracked.attempts), _grace_left(pod)))
+                    return
+                log.warning(
+                    "%s/%s: grace period over; removing the object although the provider did not confirm: %s",
+                    meta["namespace"],
+                    meta["name"],
+                    exc,
+                )
+            await self._write_status(
+                pod, tracked, status_domain.pod_status(pod, _terminated(pod), self.host_ip, _now())
+            )
+        elif tracked.deleting:
+            return
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        try:
+            await self.kube.delete(path, {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+        except ApiError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
+        if not tracked.in_provider:
+            self.tracked.pop(meta["uid"], None)
+
+
+def _grace_left(pod: Pod) -> float:
+    """Seconds until the deletion deadline (deletionTimestamp is when grace runs out)."""
+    stamp = pod["metadata"].get("deletionTimestamp")
+    if not stamp:
+        return 0.0
+    deadline = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (deadline - _now()).total_seconds()
+
+
+def _fingerprint(pod: Pod) -> Any:
+    """The spec fields a provider may act on after creation (images, deadlines)."""
+    spec = pod.get("spec", {})
+    return (
+        tuple((c.get("name"), c.get("image")) for c in spec.get("containers", [])),
+        spec.get("activeDeadlineSeconds"),
+    )
+
+
+def _terminated(pod: Pod) -> ProviderPodStatus:
+    previous = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+    now = _now()
+    containers = []
+    for spec in pod.get("spec", {}).get("containers", []):
+        started = (previous.get(spec["name"], {}).get("state", {}).get("running") or {}).get("startedAt")
+        containers.append(
+            ContainerStatus(
+                spec["name"],
+                spec.get("image", ""),
+                ContainerPhase.TERMINATED,
+                reason="Completed",
+                message="stopped by the provider on pod deletion",
+                exit_code=0,
+                started_at=datetime.datetime.fromisoformat(started.replace("Z", "+00:00"))
+                if started
+                else None,
+                finished_at=now,
+            )
+        )
+    status = pod.get("status") or {}
+    return ProviderPodStatus(PodPhase.SUCCEEDED, tuple(containers), pod_ip=status.get("podIP"))
+
+
+def _lost(pod: Pod) -> ProviderPodStatus:
+    """The provider no longer has a pod we created: it failed, like a node that lost it."""
+    now = _now()
+    containers = tuple(
+        ContainerStatus(
+            c["name"],
+            c.get("image", ""),
+            ContainerPhase.TERMINATED,
+            reason="ProviderLost",
+            message="the provider no longer runs this container",
+            exit_code=137,
+            finished_at=now,
+        )
+        for c in pod.get("spec", {}).get("containers", [])
+    )
+    return ProviderPodStatus(
+        PodPhase.FAILED,
+        containers,
+        reason="ProviderLost",
+        message="the pod vanished from the provider",
+        pod_ip=(pod.get("status") or {}).get("podIP"),
+    )

@@ -1,0 +1,79 @@
+"""The public Protocols: what a provider implements, gathered in one place.
+
+A provider is any class registered under the ``vk_operator.providers`` entry-point group that
+satisfies :class:`Provider`; optional capabilities are separate Protocols checked at runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import pydantic
+
+from vk_operator.domain.model import Capacity, Pod, PodRef, ProviderPodStatus
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """The seed's provider interface, async. Pods are wire JSON with env already resolved."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[pydantic.BaseModel]]
+
+    async def create_pod(self, pod: Pod) -> None: ...
+
+    async def update_pod(self, pod: Pod) -> None: ...
+
+    async def delete_pod(self, pod: Pod) -> None:
+        """Stop and remove the pod; returns once the provider confirms it is stopped."""
+
+    async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
+        """The pod's status, or None when the provider does not have it."""
+
+    async def list_pods(self) -> list[PodRef]:
+        """Every pod this provider runs for this node (found by ownership tags)."""
+
+    async def capacity(self) -> Capacity: ...
+
+    async def node_conditions(self) -> list[dict[str, str]]: ...
+
+    def operating_system(self) -> str: ...
+
+
+class ProviderFactory(Protocol):
+    name: ClassVar[str]
+    config_model: ClassVar[type[pydantic.BaseModel]]
+
+    def __call__(self, config: Any, node_name: str) -> Provider: ...
+
+
+StatusCallback = Callable[[PodRef], None]
+
+
+@runtime_checkable
+class PodNotifier(Protocol):
+    """Capability: the provider pushes status changes instead of being polled."""
+
+    def notify_pods(self, callback: StatusCallback) -> None: ...
+
+
+@runtime_checkable
+class ConfigurableProvider(Protocol):
+    """Capability: the provider applies a new config section without a restart."""
+
+    async def reconfigure(self, config: Any) -> None: ...
+
+
+@runtime_checkable
+class LogsProvider(Protocol):
+    """Capability: container logs, as lines (follow keeps yielding until the container ends)."""
+
+    def container_logs(
+        self, ref: PodRef, container: str, *, follow: bool = False, previous: bool = False
+    ) -> AsyncIterator[tuple[float, str]]: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    async def close(self) -> None: ...
