@@ -157,3 +157,136 @@ def start_vk(tmp_path: pathlib.Path) -> Iterator[Callable[..., VirtualKubeletPro
     yield start
     for process in started:
         process.stop()
+
+
+class VirtualNode:
+    """A running virtual kubelet with its node identity, mock state file and helpers."""
+
+    def __init__(
+        self, name: str, process: VirtualKubeletProcess, state_file: pathlib.Path, args: list[str]
+    ) -> None:
+        self.name = name
+        self.process = process
+        self.state_file = state_file
+        self.args = args
+
+    def provider_state(self) -> dict[str, Any]:
+        import json
+
+        try:
+            return json.loads(self.state_file.read_text())  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return {"pods": {}, "calls": {"create": {}, "delete": {}}}
+
+    def provider_uids(self) -> set[str]:
+        return set(self.provider_state()["pods"])
+
+
+@pytest.fixture
+def virtual_node(
+    cluster: Cluster,
+    node_name: str,
+    tmp_path: pathlib.Path,
+    start_vk: Callable[..., VirtualKubeletProcess],
+) -> Callable[..., Awaitable[VirtualNode]]:
+    """Start `virtual-kubelet` on the mock provider (state kept in a file) and wait for its Node."""
+    from vk_operator.devcluster.cluster import free_port
+
+    async def start(
+        *extra: str,
+        config: str = "",
+        kubeconfig: pathlib.Path | None = None,
+        name: str | None = None,
+        wait_ready: bool = True,
+    ) -> VirtualNode:
+        node = name or node_name
+        state_file = tmp_path / f"{node}-mock-state.json"
+        config_file = tmp_path / f"{node}-mock.yaml"
+        config_file.write_text(f"state_file: {state_file}\n{config}")
+        args = [
+            "--provider",
+            "mock",
+            "--provider-config",
+            str(config_file),
+            "--nodename",
+            node,
+            "--kubeconfig",
+            str(kubeconfig or cluster.node_kubeconfig(node)),
+            "--kubelet-port",
+            str(free_port()),
+            "--lease-renew-interval",
+            "2",
+            *extra,
+        ]
+        process = start_vk(*args)
+        vn = VirtualNode(node, process, state_file, args)
+        if wait_ready:
+            kube = await Kube.connect(str(cluster.admin_kubeconfig))
+            try:
+
+                async def ready() -> bool:
+                    assert process.proc.poll() is None, process.log()
+                    obj = await kube.get(f"/api/v1/nodes/{node}")
+                    return any(
+                        c["type"] == "Ready" and c["status"] == "True"
+                        for c in obj["status"].get("conditions", [])
+                    )
+
+                await eventually(ready, what=f"node {node} Ready", timeout=30)
+            finally:
+                await kube.close()
+        return vn
+
+    return start
+
+
+def pod_manifest(name: str, node: str, **spec: Any) -> dict[str, Any]:
+    annotations = spec.pop("annotations", None)
+    manifest: dict[str, Any] = {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "image": "nginx:1.27"}],
+            "automountServiceAccountToken": False,
+            **spec,
+        },
+    }
+    if annotations:
+        manifest["metadata"]["annotations"] = annotations
+    return manifest
+
+
+async def pod_phase(kube: Kube, namespace: str, name: str) -> str | None:
+    try:
+        pod = await kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+    return pod.get("status", {}).get("phase")  # type: ignore[no-any-return]
+
+
+async def wait_phase(
+    kube: Kube, namespace: str, name: str, phase: str, timeout: float = 30
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        pod = await kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        return pod if pod.get("status", {}).get("phase") == phase else None
+
+    return await eventually(probe, what=f"pod {name} {phase}", timeout=timeout)
+
+
+async def events_for(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = await kube.get(
+        f"/api/v1/namespaces/{namespace}/events", fieldSelector=f"involvedObject.name={name}"
+    )
+    return found["items"]  # type: ignore[no-any-return]
+
+
+async def wait_event(
+    kube: Kube, namespace: str, name: str, reason: str, timeout: float = 30
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        return next((e for e in await events_for(kube, namespace, name) if e["reason"] == reason), None)
+
+    return await eventually(probe, what=f"event {reason} for {name}", timeout=timeout)

@@ -73,8 +73,13 @@ class VirtualKubelet:
     async def start(self) -> None:
         await self.node.register()
         await self.node.renew_lease()
-        for coro in (self.node.run_heartbeat(), self.node.run_status(), self.pods.run()):
-            self._tasks.append(asyncio.create_task(coro))
+        # Every long-lived task exists before kopf starts: kopf treats tasks created after its
+        # start as its own and waits 5 s for them at exit.
+        self._tasks += [
+            asyncio.create_task(self.node.run_heartbeat(), name="node-heartbeat"),
+            asyncio.create_task(self.node.run_status(), name="node-status"),
+            *self.pods.start(),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -84,8 +89,11 @@ class VirtualKubelet:
                 await task
         self._tasks.clear()
         if self.settings.remove_node_on_exit:
-            with contextlib.suppress(Exception):
+            try:
                 await self.node.deregister()
+                log.info("removed node %s", self.identity.name)
+            except Exception as exc:
+                log.warning("cannot remove node %s: %s", self.identity.name, exc)
         if isinstance(self.provider, Closeable):
             await self.provider.close()
         await self.kube.close()

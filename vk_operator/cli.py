@@ -76,7 +76,7 @@ def parse_settings(argv: list[str] | None) -> tuple[str, Settings]:
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # kopf's own INFO chatter (handler succeeded, ...) would drown our logs.
-    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("kopf").setLevel(logging.getLevelName(level) if level == "DEBUG" else logging.WARNING)
 
 
 async def _run(settings: Settings) -> int:

@@ -12,18 +12,25 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import pydantic
 
 from vk_operator.domain.model import Capacity, Pod, PodRef, ProviderPodStatus
+from vk_operator.domain.prepared import PreparedPod
 
 
 @runtime_checkable
 class Provider(Protocol):
-    """The seed's provider interface, async. Pods are wire JSON with env already resolved."""
+    """The seed's provider interface, async.
+
+    Create and update receive a PreparedPod (env resolved, volume contents attached); delete and
+    status calls identify the pod (delete may get only its metadata, for orphans).
+    """
 
     name: ClassVar[str]
     config_model: ClassVar[type[pydantic.BaseModel]]
 
-    async def create_pod(self, pod: Pod) -> None: ...
+    async def create_pod(self, pod: PreparedPod) -> None:
+        """Start the pod; raise ProviderError (permanent=True when retrying cannot help)."""
 
-    async def update_pod(self, pod: Pod) -> None: ...
+    async def update_pod(self, pod: PreparedPod) -> None:
+        """Apply a spec change; raise ProviderError when the change is not supported."""
 
     async def delete_pod(self, pod: Pod) -> None:
         """Stop and remove the pod; returns once the provider confirms it is stopped."""
@@ -56,6 +63,13 @@ class PodNotifier(Protocol):
     """Capability: the provider pushes status changes instead of being polled."""
 
     def notify_pods(self, callback: StatusCallback) -> None: ...
+
+
+@runtime_checkable
+class PodIPAllocator(Protocol):
+    """Capability: the provider knows a pod's IP before creating it (for status.podIP env vars)."""
+
+    async def allocate_pod_ip(self, ref: PodRef) -> str: ...
 
 
 @runtime_checkable

@@ -1,7 +1,12 @@
 """An in-memory provider with configurable latency, failures and container lifetimes.
 
-Pod annotations override the config per pod, so one test can run pods with different fates:
-``mock.vk-operator.io/run-seconds`` (container exits after this long), ``.../exit-code``.
+Pod annotations (prefix ``mock.vk-operator.io/``) override the config per pod, so one test can run
+pods with different fates: ``run-seconds`` (containers exit after this long), ``exit-code``,
+``start-seconds`` / ``stop-seconds`` (latencies), ``fail-creates`` (the first N creates fail,
+transiently) and ``fail-permanent`` ("true": every create fails permanently).
+
+With ``state_file`` set, the pods and a count of calls per pod are kept in a JSON file: the "cloud"
+then outlives the virtual kubelet process, as a real provider's does, and tests can read it.
 """
 
 from __future__ import annotations
@@ -9,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
+import pathlib
 import random
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
@@ -24,9 +32,11 @@ from vk_operator.domain.model import (
     ProviderError,
     ProviderPodStatus,
 )
+from vk_operator.domain.prepared import PreparedPod
 from vk_operator.typing import StatusCallback
 
 ANNOTATION_PREFIX = "mock.vk-operator.io/"
+T = TypeVar("T")
 
 
 class FailureConfig(pydantic.BaseModel):
@@ -52,6 +62,7 @@ class MockConfig(pydantic.BaseModel):
     exit_code: int = 0
     pod_ip_prefix: str = "10.244.0."
     failures: FailureConfig = FailureConfig()
+    state_file: str | None = None
 
 
 @dataclasses.dataclass
@@ -62,6 +73,26 @@ class _MockPod:
     pod_ip: str
     run_seconds: float | None
     exit_code: int
+    start_seconds: float
+    stop_seconds: float
+    # Volume contents as the provider would mount them (text), and names of secret env vars.
+    volumes: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    secret_env: list[list[str]] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["created"] = self.created.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _MockPod:
+        return cls(
+            **{
+                **data,
+                "ref": PodRef(**data["ref"]),
+                "created": datetime.datetime.fromisoformat(data["created"]),
+            }
+        )
 
 
 def _now() -> datetime.datetime:
@@ -76,20 +107,59 @@ class MockProvider:
         self.config = config or MockConfig()
         self.node_name = node_name
         self.pods: dict[str, _MockPod] = {}  # by pod UID: the ownership key
+        self.calls: dict[str, dict[str, int]] = {"create": {}, "delete": {}}  # per pod UID
         self.create_calls = 0
-        self.delete_calls = 0
         self._random = random.Random(self.config.failures.seed)
         self._callback: StatusCallback | None = None
         self._ips = 0
+        self._reserved_ips: dict[str, str] = {}  # pod UID -> IP handed out before create
+        self._load()
 
-    # -- capabilities ------------------------------------------------------------------------
+    # -- persistence (optional) ------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.config.state_file or not pathlib.Path(self.config.state_file).exists():
+            return
+        data = json.loads(pathlib.Path(self.config.state_file).read_text())
+        self.pods = {uid: _MockPod.from_json(p) for uid, p in data["pods"].items()}
+        self.calls = data["calls"]
+        self._ips = data["ips"]
+
+    def _save(self) -> None:
+        if not self.config.state_file:
+            return
+        path = pathlib.Path(self.config.state_file)
+        tmp = path.with_suffix(".tmp")
+        state = {
+            "pods": {u: p.to_json() for u, p in self.pods.items()},
+            "calls": self.calls,
+            "ips": self._ips,
+        }
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
+
+    def _count(self, call: str, uid: str) -> int:
+        per_pod = self.calls[call]
+        per_pod[uid] = per_pod.get(uid, 0) + 1
+        return per_pod[uid]
+
+    # -- capabilities ----------------------------------------------------------------------------
     def notify_pods(self, callback: StatusCallback) -> None:
         self._callback = callback
+        for mock in self.pods.values():  # pods loaded from the state file
+            self._schedule_notifications(mock)
 
     async def reconfigure(self, config: MockConfig) -> None:
         self.config = config
 
-    # -- failure injection ---------------------------------------------------------------------
+    async def allocate_pod_ip(self, ref: PodRef) -> str:
+        if ref.uid in self.pods:
+            return self.pods[ref.uid].pod_ip
+        if ref.uid not in self._reserved_ips:
+            self._ips += 1
+            self._reserved_ips[ref.uid] = f"{self.config.pod_ip_prefix}{self._ips % 250 + 2}"
+        return self._reserved_ips[ref.uid]
+
+    # -- failure injection -----------------------------------------------------------------------
     def _maybe_fail(self, call: str, nth: int | None = None) -> None:
         failures = self.config.failures
         injected = (nth is not None and nth in failures.fail_nth_create) or (
@@ -101,60 +171,88 @@ class MockProvider:
 
     def _notify_later(self, delay: float, ref: PodRef) -> None:
         if self._callback is not None:
-            callback = self._callback
-            asyncio.get_running_loop().call_later(max(delay, 0.0), callback, ref)
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self._callback, ref)
+
+    def _schedule_notifications(self, mock: _MockPod) -> None:
+        """Tell the core when this pod's status changes by itself (started, exited)."""
+        elapsed = (_now() - mock.created).total_seconds()
+        if mock.start_seconds > elapsed:
+            self._notify_later(mock.start_seconds - elapsed, mock.ref)
+        if mock.run_seconds is not None and mock.start_seconds + mock.run_seconds > elapsed:
+            self._notify_later(mock.start_seconds + mock.run_seconds - elapsed, mock.ref)
 
     # -- Provider --------------------------------------------------------------------------------
-    async def create_pod(self, pod: Pod) -> None:
+    async def create_pod(self, prepared: PreparedPod) -> None:
         self.create_calls += 1
-        self._maybe_fail("create", self.create_calls)
+        pod = prepared.pod
         meta = pod["metadata"]
         ref = PodRef(meta["namespace"], meta["name"], meta["uid"])
+        attempt = self._count("create", ref.uid)
+        self._save()
+        annotations = meta.get("annotations") or {}
+
+        def annotation(name: str, parse: Callable[[str], T], default: T) -> T:
+            raw = annotations.get(ANNOTATION_PREFIX + name)
+            try:
+                return parse(raw) if raw is not None else default
+            except ValueError as exc:
+                raise ProviderError(f"mock: annotation {name}: {exc}", permanent=True) from exc
+
+        if annotation("fail-permanent", lambda v: v == "true", False):
+            raise ProviderError("mock: this pod can never be created (fail-permanent)", permanent=True)
+        if attempt <= annotation("fail-creates", int, 0):
+            raise ProviderError(f"mock: injected transient failure of create attempt {attempt}")
+        self._maybe_fail("create", self.create_calls)
         if ref.uid in self.pods:
             raise ProviderError(
                 f"mock: pod {ref.namespace}/{ref.name} ({ref.uid}) created twice", permanent=True
             )
-        annotations = meta.get("annotations") or {}
-        run = annotations.get(ANNOTATION_PREFIX + "run-seconds")
-        code = annotations.get(ANNOTATION_PREFIX + "exit-code")
-        try:
-            run_seconds = float(run) if run is not None else self.config.run_seconds
-            exit_code = int(code) if code is not None else self.config.exit_code
-        except ValueError as exc:
-            raise ProviderError(f"mock: bad annotation: {exc}", permanent=True) from exc
-        self._ips += 1
-        self.pods[ref.uid] = _MockPod(
+        mock = _MockPod(
             ref=ref,
             pod=pod,
             created=_now(),
-            pod_ip=f"{self.config.pod_ip_prefix}{self._ips % 250 + 2}",
-            run_seconds=run_seconds,
-            exit_code=exit_code,
+            pod_ip=await self.allocate_pod_ip(ref),
+            run_seconds=annotation("run-seconds", float, self.config.run_seconds),
+            exit_code=annotation("exit-code", int, self.config.exit_code),
+            start_seconds=annotation("start-seconds", float, self.config.start_latency_seconds),
+            stop_seconds=annotation("stop-seconds", float, self.config.stop_latency_seconds),
+            volumes={
+                name: {path: data.decode(errors="replace") for path, data in volume.files.items()}
+                for name, volume in prepared.volumes.items()
+            },
+            secret_env=[list(pair) for pair in sorted(prepared.secret_env)],
         )
-        if self.config.start_latency_seconds:
-            self._notify_later(self.config.start_latency_seconds, ref)
-        if run_seconds is not None:
-            self._notify_later(self.config.start_latency_seconds + run_seconds, ref)
+        self._reserved_ips.pop(ref.uid, None)
+        self.pods[ref.uid] = mock
+        self._save()
+        self._schedule_notifications(mock)
 
-    async def update_pod(self, pod: Pod) -> None:
+    async def update_pod(self, prepared: PreparedPod) -> None:
         self._maybe_fail("update")
+        pod = prepared.pod
         uid = pod["metadata"]["uid"]
         if uid not in self.pods:
             raise ProviderError(f"mock: no pod {uid} to update")
+        old = self.pods[uid].pod.get("spec", {})
+        if old.get("activeDeadlineSeconds") != pod.get("spec", {}).get("activeDeadlineSeconds"):
+            # Like many serverless backends: the run time limit is fixed at creation.
+            raise ProviderError("mock: activeDeadlineSeconds cannot change after creation", permanent=True)
         self.pods[uid].pod = pod
+        self._save()
 
     async def delete_pod(self, pod: Pod) -> None:
-        self.delete_calls += 1
+        uid = pod["metadata"]["uid"]
+        self._count("delete", uid)
         self._maybe_fail("delete")
-        if self.config.stop_latency_seconds:
-            await asyncio.sleep(self.config.stop_latency_seconds)
-        self.pods.pop(pod["metadata"]["uid"], None)
+        mock = self.pods.get(uid)
+        if mock is not None and mock.stop_seconds:
+            await asyncio.sleep(mock.stop_seconds)
+        self.pods.pop(uid, None)
+        self._save()
 
     async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
         mock = self.pods.get(ref.uid)
-        if mock is None:
-            return None
-        return self._status(mock, _now())
+        return None if mock is None else self._status(mock, _now())
 
     async def list_pods(self) -> list[PodRef]:
         return [m.ref for m in self.pods.values()]
@@ -169,9 +267,9 @@ class MockProvider:
     def operating_system(self) -> str:
         return self.config.operating_system
 
-    # -- status ------------------------------------------------------------------------------------
+    # -- status ----------------------------------------------------------------------------------
     def _status(self, mock: _MockPod, now: datetime.datetime) -> ProviderPodStatus:
-        started = mock.created + datetime.timedelta(seconds=self.config.start_latency_seconds)
+        started = mock.created + datetime.timedelta(seconds=mock.start_seconds)
         spec = mock.pod.get("spec", {})
         containers = spec.get("containers", [])
         if now < started:
@@ -188,23 +286,23 @@ class MockProvider:
             policy = spec.get("restartPolicy", "Always")
             if elapsed >= mock.run_seconds:
                 if policy == "Always" or (policy == "OnFailure" and mock.exit_code != 0):
-                    restarts = int(elapsed // mock.run_seconds)
+                    restarts = int(elapsed // mock.run_seconds)  # restarted in place, as a kubelet would
                 else:
                     finished = started + datetime.timedelta(seconds=mock.run_seconds)
         statuses = []
         for c in containers:
-            cid = f"mock://{mock.ref.uid}/{c['name']}"
+            common = {"started_at": started, "container_id": f"mock://{mock.ref.uid}/{c['name']}"}
             if finished is not None:
+                reason = "Completed" if mock.exit_code == 0 else "Error"
                 statuses.append(
                     ContainerStatus(
                         c["name"],
                         c.get("image", ""),
                         ContainerPhase.TERMINATED,
-                        reason="Completed" if mock.exit_code == 0 else "Error",
+                        reason=reason,
                         exit_code=mock.exit_code,
-                        started_at=started,
                         finished_at=finished,
-                        container_id=cid,
+                        **common,  # type: ignore[arg-type]
                     )
                 )
             else:
@@ -213,9 +311,8 @@ class MockProvider:
                         c["name"],
                         c.get("image", ""),
                         ContainerPhase.RUNNING,
-                        started_at=started,
                         restart_count=restarts,
-                        container_id=cid,
+                        **common,  # type: ignore[arg-type]
                     )
                 )
         if finished is None:
@@ -223,6 +320,3 @@ class MockProvider:
         else:
             phase = PodPhase.SUCCEEDED if mock.exit_code == 0 else PodPhase.FAILED
         return ProviderPodStatus(phase, tuple(statuses), pod_ip=mock.pod_ip, start_time=started)
-
-    def describe(self) -> dict[str, Any]:
-        return {"pods": len(self.pods), "create_calls": self.create_calls}

@@ -71,20 +71,38 @@ class NodeAgent:
             log.info("registered node %s", self.identity.name)
             return created
         self.node_uid = existing["metadata"]["uid"]
-        # Keep taints others added (e.g. by an admin); make sure ours is there.
-        taints = [
-            t for t in existing.get("spec", {}).get("taints") or [] if t.get("key") != self.identity.taint
-        ]
-        taints += node_domain.node_taints(self.identity)
-        labels = node_domain.node_labels(self.identity)
-        labels = {k: v for k, v in labels.items() if k not in node_domain.restricted_labels(labels)}
-        # Labels NodeRestriction may refuse are only set at creation (see _create).
-        await self.kube.patch(
-            self.path, {"metadata": {"labels": labels}, "spec": {"taints": taints}}, MERGE_PATCH
-        )
+        await self._reconcile_metadata(existing)
         updated = await self.update_status(existing)
         log.info("node %s already registered; updated", self.identity.name)
         return updated
+
+    async def _reconcile_metadata(self, existing: dict[str, Any]) -> None:
+        """Bring labels and our taint up to date, writing only what differs.
+
+        NodeRestriction forbids a node identity to change taints of an existing Node and some
+        labels at all, so an unconditional patch would fail every restart.
+        """
+        labels = node_domain.node_labels(self.identity)
+        labels = {k: v for k, v in labels.items() if k not in node_domain.restricted_labels(labels)}
+        current_labels = existing["metadata"].get("labels") or {}
+        patch: dict[str, Any] = {}
+        if any(current_labels.get(k) != v for k, v in labels.items()):
+            patch["metadata"] = {"labels": labels}
+        taints = existing.get("spec", {}).get("taints") or []
+        ours = node_domain.node_taints(self.identity)
+        if any(t not in taints for t in ours):
+            # Keep taints others added (an admin, the node-lifecycle controller).
+            patch["spec"] = {"taints": [t for t in taints if t.get("key") != self.identity.taint] + ours}
+        if not patch:
+            return
+        try:
+            await self.kube.patch(self.path, patch, MERGE_PATCH)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            log.warning(
+                "cannot update the labels/taints of the existing node %s: %s", self.identity.name, exc
+            )
 
     async def _create(self, node: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -158,8 +176,10 @@ class NodeAgent:
 
     async def run_status(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: wait_for spawns a task, which kopf would wait for at exit.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh.wait(), self.status_interval)
+                async with asyncio.timeout(self.status_interval):
+                    await self._refresh.wait()
             self._refresh.clear()
             try:
                 await self.update_status()

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vk_operator.domain import pod_status as status_domain
@@ -24,14 +23,15 @@ from vk_operator.domain.model import (
     ProviderError,
     ProviderPodStatus,
 )
+from vk_operator.domain.prepared import PERMANENT_REASONS, Preparation, prepare
 from vk_operator.kube import ApiError, Kube
 from vk_operator.pods.events import EventRecorder
+from vk_operator.pods.sources import SourceFetcher
 from vk_operator.typing import PodNotifier, Provider
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-PodTransform = Callable[[Pod], Awaitable[Pod]]
 
 
 def _now() -> datetime.datetime:
@@ -92,7 +92,6 @@ class PodController:
         workers: int = 16,
         resync_interval: float = 60.0,
         backoff: Backoff | None = None,
-        prepare: PodTransform | None = None,
     ) -> None:
         self.kube = kube
         self.provider = provider
@@ -103,9 +102,7 @@ class PodController:
         self.resync_interval = resync_interval
         self.backoff = backoff or Backoff()
         self.events = EventRecorder(kube, node_name)
-        # `prepare` turns the API pod into what the provider receives (env and volume resolution);
-        # it raises PodRejected for pods that must not be created.
-        self.prepare = prepare
+        self.sources = SourceFetcher(kube, provider, host_ip)
         self.cache: dict[Key, Pod] = {}
         self.tracked: dict[str, _Tracked] = {}  # by UID
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -149,15 +146,14 @@ class PodController:
         return self._queue.qsize()
 
     # -- running -----------------------------------------------------------------------------------
-    async def run(self) -> None:
-        await self.resync()
-        self.started.set()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self.workers):
-                group.create_task(self._worker())
-            group.create_task(self._resync_loop())
+    def start(self) -> list[asyncio.Task[None]]:
+        """Spawn the workers and the resync loop; workers wait for the first resync (adoption)."""
+        tasks = [asyncio.create_task(self._resync_loop(), name="pod-resync")]
+        tasks += [asyncio.create_task(self._worker(), name=f"pod-worker-{i}") for i in range(self.workers)]
+        return tasks
 
     async def _worker(self) -> None:
+        await self.started.wait()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
@@ -176,14 +172,21 @@ class PodController:
                     self.enqueue(key)
 
     async def _resync_loop(self) -> None:
+        failures = 0
         while True:
-            await asyncio.sleep(self.resync_interval)
             try:
                 await self.resync()
+                self.started.set()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                failures += 1
                 log.warning("resync failed: %s", exc)
+            # Until the first resync succeeds nothing is reconciled: retry it quickly.
+            await asyncio.sleep(
+                self.resync_interval if self.started.is_set() else self.backoff.delay(failures)
+            )
 
     async def list_api_pods(self) -> tuple[list[Pod], int]:
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
@@ -259,16 +262,32 @@ class PodController:
                 log.info("deleted %s/%s (uid %s) from the provider: no API object", *key, uid)
             del self.tracked[uid]
 
+    async def _prepare(self, pod: Pod) -> Preparation:
+        """Resolve env and volumes; non-fatal findings (optional refs missing...) become events."""
+        preparation = prepare(pod, await self.sources.fetch(pod))
+        for event in preparation.events:
+            await self.events.record(pod, event.reason, event.message, warning=event.warning)
+        return preparation
+
     async def _create(self, pod: Pod, tracked: _Tracked) -> None:
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed"):
             return  # terminal pods are never started again
-        loop = asyncio.get_running_loop()
+        preparation = await self._prepare(pod)
+        if preparation.fatal or preparation.prepared is None:
+            fatal = preparation.fatal
+            assert fatal is not None
+            # Not created (a mandatory reference is missing, a volume unsupported...): say why.
+            await self._not_created(
+                pod, tracked, fatal.reason, fatal.reason, fatal.message, fatal.reason in PERMANENT_REASONS
+            )
+            return
         try:
-            prepared = await self.prepare(pod) if self.prepare else pod
-            await self.provider.create_pod(prepared)
+            await self.provider.create_pod(preparation.prepared)
         except ProviderError as exc:
-            await self._create_failed(pod, tracked, exc, loop.time())
+            await self._not_created(
+                pod, tracked, "ProviderCreateFailed", "ProviderFailed", str(exc), exc.permanent
+            )
             return
         tracked.in_provider = True
         tracked.attempts = 0
@@ -277,24 +296,25 @@ class PodController:
         await self.events.record(pod, "ProviderCreateSuccess", "created the pod in the provider")
         await self._sync_status(pod, tracked)
 
-    async def _create_failed(self, pod: Pod, tracked: _Tracked, exc: ProviderError, now: float) -> None:
+    async def _not_created(
+        self, pod: Pod, tracked: _Tracked, event_reason: str, reason: str, message: str, permanent: bool
+    ) -> None:
+        """Pending and retried with capped backoff; Failed when permanent or past the deadline."""
+        now = asyncio.get_running_loop().time()
         tracked.attempts += 1
         if tracked.first_failure is None:
             tracked.first_failure = now
-        reason = getattr(exc, "reason", None) or "ProviderFailed"
-        await self.events.record(pod, "ProviderCreateFailed", str(exc), warning=True)
+        await self.events.record(pod, event_reason, message, warning=True)
         expired = now - tracked.first_failure >= self.backoff.deadline
-        if exc.permanent or expired:
-            why = (
-                str(exc)
-                if exc.permanent
-                else (f"gave up after {tracked.attempts} attempts over {self.backoff.deadline:.0f}s: {exc}")
-            )
-            await self._write_status(
-                pod, tracked, status_domain.pending_status(pod, reason, why, _now(), phase=PodPhase.FAILED)
-            )
+        if permanent or expired:
+            if not permanent:
+                message = (
+                    f"gave up after {tracked.attempts} attempts over {self.backoff.deadline:g}s: {message}"
+                )
+            failed = status_domain.pending_status(pod, reason, message, _now(), phase=PodPhase.FAILED)
+            await self._write_status(pod, tracked, failed)
             return
-        await self._write_status(pod, tracked, status_domain.pending_status(pod, reason, str(exc), _now()))
+        await self._write_status(pod, tracked, status_domain.pending_status(pod, reason, message, _now()))
         self._retry_later(_key(pod), self.backoff.delay(tracked.attempts))
 
     async def _sync_status(self, pod: Pod, tracked: _Tracked) -> None:
@@ -310,9 +330,13 @@ class PodController:
 
     async def _update(self, pod: Pod, tracked: _Tracked, fingerprint: Any) -> None:
         tracked.spec_fingerprint = fingerprint
+        preparation = await self._prepare(pod)
+        if preparation.prepared is None:
+            assert preparation.fatal is not None
+            await self.events.record(pod, "ProviderUpdateFailed", preparation.fatal.message, warning=True)
+            return
         try:
-            prepared = await self.prepare(pod) if self.prepare else pod
-            await self.provider.update_pod(prepared)
+            await self.provider.update_pod(preparation.prepared)
         except ProviderError as exc:
             await self.events.record(pod, "ProviderUpdateFailed", str(exc), warning=True)
             return
@@ -345,7 +369,8 @@ class PodController:
             tracked.deleting = True
             grace = _grace_left(pod)
             try:
-                await asyncio.wait_for(self.provider.delete_pod(pod), timeout=max(grace, 0.01))
+                async with asyncio.timeout(max(grace, 0.01)):
+                    await self.provider.delete_pod(pod)
                 tracked.in_provider = False
                 await self.events.record(pod, "ProviderDeleteSuccess", "deleted the pod in the provider")
             except (ProviderError, TimeoutError) as exc:

@@ -1,0 +1,71 @@
+"""A pod made ready for a provider: env resolved to plain values, volume contents attached."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+
+from vk_operator.domain import env as env_domain
+from vk_operator.domain import volumes as volume_domain
+from vk_operator.domain.model import Pod, PodRef
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedPod:
+    """What providers receive on create and update.
+
+    ``pod`` is the API object with every container's ``env`` replaced by resolved name/value pairs
+    (no ``valueFrom``, no ``envFrom``) and ``command``/``args`` ``$(VAR)``-expanded, like the kubelet
+    hands them to the runtime. ``secret_env`` names the variables a provider must treat as secret.
+    """
+
+    pod: Pod
+    volumes: Mapping[str, volume_domain.ResolvedVolume]
+    secret_env: frozenset[tuple[str, str]]
+
+    @property
+    def ref(self) -> PodRef:
+        meta = self.pod["metadata"]
+        return PodRef(meta["namespace"], meta["name"], meta["uid"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Preparation:
+    prepared: PreparedPod | None  # None when ``fatal`` is set
+    events: tuple[env_domain.EnvEvent, ...]
+    fatal: env_domain.EnvEvent | None
+
+
+# Problems that no retry can fix: the pod fails at once instead of waiting for its references.
+PERMANENT_REASONS = frozenset(
+    {
+        volume_domain.UNSUPPORTED_VOLUME,
+        env_domain.UNSUPPORTED_FIELD_PATH,
+        env_domain.UNSUPPORTED_ENV_SOURCE,
+        env_domain.INVALID_RESOURCE_FIELD_REF,
+    }
+)
+
+
+def prepare(pod: Pod, sources: env_domain.Sources) -> Preparation:
+    env = env_domain.resolve_env(pod, sources)
+    if env.fatal:
+        return Preparation(None, env.events, env.fatal)
+    volumes = volume_domain.resolve_volumes(pod, sources)
+    events = env.events + volumes.events
+    if volumes.fatal:
+        return Preparation(None, events, volumes.fatal)
+    resolved = copy.deepcopy(pod)
+    spec = resolved.get("spec", {})
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind) or []:
+            variables = env.containers.get(container["name"], [])
+            command, args = env_domain.expand_command(container, variables)
+            container["env"] = variables
+            container.pop("envFrom", None)
+            if "command" in container:
+                container["command"] = command
+            if "args" in container:
+                container["args"] = args
+    return Preparation(PreparedPod(resolved, volumes.volumes, env.secret_vars), events, None)
