@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import pathlib
 import signal
@@ -290,3 +291,85 @@ async def wait_event(
         return next((e for e in await events_for(kube, namespace, name) if e["reason"] == reason), None)
 
     return await eventually(probe, what=f"event {reason} for {name}", timeout=timeout)
+
+
+RBAC_RULES = REPO / "charts/virtual-kubelet/files/rbac-rules.yaml"
+
+
+def chart_rules() -> list[dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load(RBAC_RULES.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def rbac_kubeconfig(
+    cluster: Cluster, admin: Kube, tmp_path: pathlib.Path
+) -> AsyncIterator[Callable[..., Awaitable[pathlib.Path]]]:
+    """A ServiceAccount identity (a TokenRequest token) bound to a ClusterRole with given rules.
+
+    Default rules: the chart's, i.e. what a `helm install` grants the virtual kubelet.
+    """
+    import json
+
+    made: list[str] = []
+    sa_namespace = "vk-system"
+    try:
+        await admin.create("/api/v1/namespaces", {"metadata": {"name": sa_namespace}})
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+    async def make(name: str, rules: list[dict[str, Any]] | None = None) -> pathlib.Path:
+        await admin.create(f"/api/v1/namespaces/{sa_namespace}/serviceaccounts", {"metadata": {"name": name}})
+        await admin.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            {"metadata": {"name": name}, "rules": chart_rules() if rules is None else rules},
+        )
+        await admin.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": sa_namespace}],
+            },
+        )
+        made.append(name)
+        token = (
+            await admin.create(
+                f"/api/v1/namespaces/{sa_namespace}/serviceaccounts/{name}/token",
+                {"spec": {"expirationSeconds": 3600}},
+            )
+        )["status"]["token"]
+        path = tmp_path / f"{name}.kubeconfig"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "sa",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": cluster.server,
+                                "certificate-authority": str(cluster.pki_dir / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [{"name": name, "user": {"token": token}}],
+                    "contexts": [{"name": "sa", "context": {"cluster": "local", "user": name}}],
+                }
+            )
+        )
+        return path
+
+    yield make
+    for name in made:
+        for path in (
+            f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
+            f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
+            f"/api/v1/namespaces/{sa_namespace}/serviceaccounts/{name}",
+        ):
+            with contextlib.suppress(ApiError):
+                await admin.delete(path)

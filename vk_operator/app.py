@@ -13,7 +13,7 @@ from vk_operator.config import Settings, load_provider_config, load_provider_fac
 from vk_operator.domain.node import NodeIdentity
 from vk_operator.kube import Kube
 from vk_operator.node.agent import NodeAgent
-from vk_operator.pods.controller import PodController
+from vk_operator.pods.controller import Backoff, PodController
 from vk_operator.typing import Closeable, Provider
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class VirtualKubelet:
             namespace=settings.namespace,
             workers=settings.pod_workers,
             resync_interval=settings.resync_interval,
+            backoff=Backoff(settings.retry_initial, settings.retry_cap, settings.pod_create_deadline),
         )
         self._tasks: list[asyncio.Task[Any]] = []
 

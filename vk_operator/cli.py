@@ -39,6 +39,15 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--resync-interval": ("resync_interval", {"type": float, "help": "seconds between full resyncs"}),
     "--node-status-interval": ("node_status_interval", {"type": float}),
     "--lease-renew-interval": ("lease_renew_interval", {"type": float}),
+    "--pod-create-deadline": (
+        "pod_create_deadline",
+        {"type": float, "help": "seconds before a pod that cannot be created fails"},
+    ),
+    "--retry-initial": (
+        "retry_initial",
+        {"type": float, "help": "first retry delay (seconds), doubled each time"},
+    ),
+    "--retry-cap": ("retry_cap", {"type": float, "help": "longest retry delay (seconds)"}),
 }
 
 

@@ -21,6 +21,11 @@ class OperatingSystem(enum.StrEnum):
     LINUX = "Linux"
     WINDOWS = "Windows"
 
+    @classmethod
+    def _missing_(cls, value: object) -> OperatingSystem | None:
+        # `--os linux` works as well as `--os Linux`.
+        return next((m for m in cls if isinstance(value, str) and m.value.lower() == value.lower()), None)
+
 
 class Settings(pydantic_settings.BaseSettings):
     model_config = pydantic_settings.SettingsConfigDict(env_prefix="VK_", extra="forbid")
@@ -43,6 +48,10 @@ class Settings(pydantic_settings.BaseSettings):
     lease_renew_interval: float = pydantic.Field(10.0, gt=0)
     resync_interval: float = pydantic.Field(60.0, gt=0)
     remove_node_on_exit: bool = False
+    # A pod the provider keeps refusing (transient errors) fails after this long; permanent errors at once.
+    pod_create_deadline: float = pydantic.Field(600.0, gt=0)
+    retry_initial: float = pydantic.Field(0.5, gt=0)
+    retry_cap: float = pydantic.Field(30.0, gt=0)
 
     @pydantic.field_validator("nodename")
     @classmethod
