@@ -3,7 +3,8 @@
 Pod annotations (prefix ``mock.vk-operator.io/``) override the config per pod, so one test can run
 pods with different fates: ``run-seconds`` (containers exit after this long), ``exit-code``,
 ``start-seconds`` / ``stop-seconds`` (latencies), ``fail-creates`` (the first N creates fail,
-transiently) and ``fail-permanent`` ("true": every create fails permanently).
+transiently), ``fail-permanent`` ("true": every create fails permanently) and ``vanish-seconds``
+(the pod disappears from the provider, as when a cloud reclaims it).
 
 With ``state_file`` set, the pods and a count of calls per pod are kept in a JSON file: the "cloud"
 then outlives the virtual kubelet process, as a real provider's does, and tests can read it.
@@ -75,6 +76,7 @@ class _MockPod:
     exit_code: int
     start_seconds: float
     stop_seconds: float
+    vanish_seconds: float | None = None
     # Volume contents as the provider would mount them (text), and names of secret env vars.
     volumes: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     secret_env: list[list[str]] = dataclasses.field(default_factory=list)
@@ -174,12 +176,16 @@ class MockProvider:
             asyncio.get_running_loop().call_later(max(delay, 0.0), self._callback, ref)
 
     def _schedule_notifications(self, mock: _MockPod) -> None:
-        """Tell the core when this pod's status changes by itself (started, exited)."""
+        """Tell the core when this pod's status changes by itself (started, exited, vanished)."""
         elapsed = (_now() - mock.created).total_seconds()
-        if mock.start_seconds > elapsed:
-            self._notify_later(mock.start_seconds - elapsed, mock.ref)
-        if mock.run_seconds is not None and mock.start_seconds + mock.run_seconds > elapsed:
-            self._notify_later(mock.start_seconds + mock.run_seconds - elapsed, mock.ref)
+        moments = [mock.start_seconds]
+        if mock.run_seconds is not None:
+            moments.append(mock.start_seconds + mock.run_seconds)
+        if mock.vanish_seconds is not None:
+            moments.append(mock.vanish_seconds)
+        for at in moments:
+            if at > elapsed:
+                self._notify_later(at - elapsed, mock.ref)
 
     # -- Provider --------------------------------------------------------------------------------
     async def create_pod(self, prepared: PreparedPod) -> None:
@@ -216,6 +222,7 @@ class MockProvider:
             exit_code=annotation("exit-code", int, self.config.exit_code),
             start_seconds=annotation("start-seconds", float, self.config.start_latency_seconds),
             stop_seconds=annotation("stop-seconds", float, self.config.stop_latency_seconds),
+            vanish_seconds=annotation("vanish-seconds", float, None),
             volumes={
                 name: {path: data.decode(errors="replace") for path, data in volume.files.items()}
                 for name, volume in prepared.volumes.items()
@@ -252,7 +259,13 @@ class MockProvider:
 
     async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
         mock = self.pods.get(ref.uid)
-        return None if mock is None else self._status(mock, _now())
+        if mock is None:
+            return None
+        if mock.vanish_seconds is not None and (_now() - mock.created).total_seconds() >= mock.vanish_seconds:
+            del self.pods[ref.uid]
+            self._save()
+            return None
+        return self._status(mock, _now())
 
     async def list_pods(self) -> list[PodRef]:
         return [m.ref for m in self.pods.values()]

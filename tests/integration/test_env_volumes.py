@@ -51,7 +51,10 @@ async def test_env_is_resolved_for_the_provider(admin: Kube, namespace: str, vir
     manifest["spec"]["containers"][0].update(
         {
             "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
-            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}, {"configMapRef": {"name": "cfg"}}],
+            "envFrom": [
+                {"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+                {"configMapRef": {"name": "cfg"}},
+            ],
             "env": [
                 {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
                 {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},

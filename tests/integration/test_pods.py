@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -327,3 +328,40 @@ async def test_restart_after_kill_9_adopts_finishes_and_cleans_up(
         assert creates[pod["metadata"]["uid"]] == 1  # adopted, never created twice
     assert doomed["metadata"]["uid"] not in vn.provider_uids()
     assert restarted.proc.poll() is None
+
+
+async def test_pod_that_vanishes_from_the_provider_fails(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    vn = await virtual_node()
+    await create_pod(
+        admin, namespace, pod_manifest("lost", vn.name, annotations={MOCK + "vanish-seconds": "1.5"})
+    )
+    await wait_phase(admin, namespace, "lost", "Running")
+    pod = await wait_phase(admin, namespace, "lost", "Failed")
+    assert pod["status"]["reason"] == "ProviderLost"
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+async def test_periodic_resync_heals_missed_watch_events(admin: Kube, namespace: str, node_name: str) -> None:
+    """No watch at all: only the resync can see pods come and go (as after a 410 relist gap)."""
+    from providers.mock import MockProvider
+    from vk_operator.pods.controller import PodController
+
+    provider = MockProvider(node_name=node_name)
+    controller = PodController(admin, provider, node_name, "127.0.0.1", resync_interval=0.5, workers=2)
+    tasks = controller.start()
+    try:
+        created = await create_pod(admin, namespace, pod_manifest("unwatched", node_name))
+        await wait_phase(admin, namespace, "unwatched", "Running", timeout=15)
+        uid = created["metadata"]["uid"]
+        assert uid in provider.pods
+        # Force-deleted while "the watch" missed it: the DELETED event never reaches the controller.
+        await admin.delete(pod_path(namespace, "unwatched"), {"gracePeriodSeconds": 0})
+        await eventually(
+            lambda: _async(uid not in provider.pods), what="orphan removed by resync", timeout=15
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
