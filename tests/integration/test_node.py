@@ -40,6 +40,9 @@ async def test_registration_labels_taint_capacity_and_endpoints(admin: Kube, vir
     assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == port
     assert status["nodeInfo"]["operatingSystem"] == "linux"
     assert status["nodeInfo"]["kubeletVersion"].startswith("v1.37")
+    # kopf leaves no marks on the Node either.
+    assert not node["metadata"].get("finalizers")
+    assert not [a for a in node["metadata"].get("annotations") or {} if "kopf" in a]
     assert {c["type"] for c in status["conditions"]} >= {
         "Ready",
         "MemoryPressure",

@@ -91,6 +91,7 @@ class PodController:
         namespace: str | None = None,
         workers: int = 16,
         resync_interval: float = 60.0,
+        status_poll_interval: float = 5.0,
         backoff: Backoff | None = None,
     ) -> None:
         self.kube = kube
@@ -100,6 +101,7 @@ class PodController:
         self.namespace = namespace
         self.workers = workers
         self.resync_interval = resync_interval
+        self.status_poll_interval = status_poll_interval
         self.backoff = backoff or Backoff()
         self.events = EventRecorder(kube, node_name)
         self.sources = SourceFetcher(kube, provider, host_ip)
@@ -149,6 +151,9 @@ class PodController:
     def start(self) -> list[asyncio.Task[None]]:
         """Spawn the workers and the resync loop; workers wait for the first resync (adoption)."""
         tasks = [asyncio.create_task(self._resync_loop(), name="pod-resync")]
+        if not isinstance(self.provider, PodNotifier):
+            # A provider that cannot push status changes is polled; one that can costs nothing idle.
+            tasks.append(asyncio.create_task(self._poll_loop(), name="pod-status-poll"))
         tasks += [asyncio.create_task(self._worker(), name=f"pod-worker-{i}") for i in range(self.workers)]
         return tasks
 
@@ -170,6 +175,14 @@ class PodController:
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.enqueue(key)
+
+    async def _poll_loop(self) -> None:
+        await self.started.wait()
+        while True:
+            await asyncio.sleep(self.status_poll_interval)
+            for tracked in list(self.tracked.values()):
+                if tracked.in_provider:
+                    self.enqueue((tracked.ref.namespace, tracked.ref.name))
 
     async def _resync_loop(self) -> None:
         failures = 0
