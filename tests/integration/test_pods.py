@@ -135,14 +135,53 @@ async def test_graceful_delete_finishes_as_soon_as_the_provider_stops(
 ) -> None:
     vn = await virtual_node(config="stop_latency_seconds: 0.3\n")
     created = await create_pod(admin, namespace, pod_manifest("quick", vn.name))
-    await wait_phase(admin, namespace, "quick", "Running")
+    running = await wait_phase(admin, namespace, "quick", "Running")
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def watch_until_deleted() -> None:
+        async for event in admin.watch(
+            f"/api/v1/namespaces/{namespace}/pods",
+            fieldSelector="metadata.name=quick",
+            resourceVersion=running["metadata"]["resourceVersion"],
+            timeoutSeconds=10,
+        ):
+            seen.append((event["type"], event["object"]))
+            if event["type"] == "DELETED":
+                return
+
+    watcher = asyncio.create_task(watch_until_deleted())
     started = time.monotonic()
     await admin.delete(pod_path(namespace, "quick"))  # default grace period: 30 s
-    await eventually(lambda: gone(admin, namespace, "quick"), what="pod gone", timeout=2, interval=0.05)
+    async with asyncio.timeout(2):
+        await watcher
     elapsed = time.monotonic() - started
     assert elapsed < 2, elapsed
+    # Before the object went away, the containers' terminal states were reported.
+    terminal = [
+        obj
+        for kind, obj in seen
+        if kind == "MODIFIED" and all("terminated" in c["state"] for c in obj["status"]["containerStatuses"])
+    ]
+    assert terminal, [kind for kind, _ in seen]
     assert created["metadata"]["uid"] not in vn.provider_uids()
     assert vn.provider_state()["calls"]["delete"][created["metadata"]["uid"]] >= 1
+
+
+async def test_namespace_flag_limits_the_pods_served(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    vn = await virtual_node("--namespace", namespace)
+    other = f"{namespace}-other"
+    await admin.create("/api/v1/namespaces", {"metadata": {"name": other}})
+    try:
+        await create_pod(admin, other, pod_manifest("ignored", vn.name))
+        await create_pod(admin, namespace, pod_manifest("served", vn.name))
+        await wait_phase(admin, namespace, "served", "Running")
+        ignored = await admin.get(pod_path(other, "ignored"))
+        assert ignored["status"].get("phase") == "Pending" and "containerStatuses" not in ignored["status"]
+        assert [p["pod"]["metadata"]["name"] for p in vn.provider_state()["pods"].values()] == ["served"]
+    finally:
+        await admin.delete(f"/api/v1/namespaces/{other}")
 
 
 async def test_graceful_delete_ends_at_the_grace_period_when_the_provider_is_slow(
