@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import platform
 from typing import Any
 
 from vk_operator import __version__
-from vk_operator.config import Settings, load_provider_config, load_provider_factory
+from vk_operator import provider_config as provider_config_source
+from vk_operator.config import ConfigError, Settings, load_provider_factory
 from vk_operator.domain.node import NodeIdentity
 from vk_operator.kube import Kube
+from vk_operator.kubelet_api.service import KubeletAPI
+from vk_operator.kubelet_api.tls import TLSConfigError
 from vk_operator.node.agent import NodeAgent
 from vk_operator.pods.controller import Backoff, PodController
-from vk_operator.typing import Closeable, Provider
+from vk_operator.typing import Closeable, ConfigurableProvider, Provider
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +65,54 @@ class VirtualKubelet:
             resync_interval=settings.resync_interval,
             backoff=Backoff(settings.retry_initial, settings.retry_cap, settings.pod_create_deadline),
         )
+        self.kubelet_api = KubeletAPI(
+            settings,
+            kube,
+            provider,
+            pods=lambda: self.pods.cache,
+            queue_depth=lambda: self.pods.queue_depth,
+            tracked_pods=lambda: len(self.pods.tracked),
+            node_uid=lambda: self.node.node_uid,
+            last_heartbeat=lambda: self.node.last_heartbeat,
+        )
         self._tasks: list[asyncio.Task[Any]] = []
+        self.config_watcher: provider_config_source.ConfigMapWatcher | None = None
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> VirtualKubelet:
         """Validate everything that can be wrong before anything is registered."""
         factory = load_provider_factory(settings.provider)
-        provider_config = load_provider_config(factory, settings.provider_config)
         kube = await Kube.connect(settings.kubeconfig, settings.client_qps, settings.client_burst)
-        return cls(settings, kube, factory(provider_config, settings.nodename))
+        try:
+            provider_config, configmap = await provider_config_source.load(
+                factory, settings.provider_config, kube
+            )
+        except BaseException:
+            await kube.close()
+            raise
+        vk = cls(settings, kube, factory(provider_config, settings.nodename))
+        ref = provider_config_source.ConfigMapRef.parse(settings.provider_config)
+        if ref is not None and configmap is not None:
+            vk.config_watcher = provider_config_source.ConfigMapWatcher(
+                kube, factory, ref, configmap, vk.apply_provider_config, vk.pods.events
+            )
+        return vk
+
+    async def apply_provider_config(self, config: Any) -> None:
+        """A new, valid provider config: applied live where the provider allows it."""
+        if not isinstance(self.provider, ConfigurableProvider):
+            raise ConfigError(f"provider {self.settings.provider} cannot change its config without a restart")
+        await self.provider.reconfigure(config)
+        self.node.request_status_refresh()  # capacity may have changed
 
     async def start(self) -> None:
+        # The kubelet API listens before the Node advertises its port (the real port if 0 was asked).
+        try:
+            port = await self.kubelet_api.start()
+        except TLSConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        if port != self.identity.kubelet_port:
+            self.identity = self.node.identity = dataclasses.replace(self.identity, kubelet_port=port)
         await self.node.register()
         await self.node.renew_lease()
         # Every long-lived task exists before kopf starts: kopf treats tasks created after its
@@ -80,9 +121,13 @@ class VirtualKubelet:
             asyncio.create_task(self.node.run_heartbeat(), name="node-heartbeat"),
             asyncio.create_task(self.node.run_status(), name="node-status"),
             *self.pods.start(),
+            *self.kubelet_api.background(),
         ]
+        if self.config_watcher is not None:
+            self._tasks.append(asyncio.create_task(self.config_watcher.run(), name="provider-config-watch"))
 
     async def stop(self) -> None:
+        await self.kubelet_api.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -98,6 +143,7 @@ class VirtualKubelet:
         if isinstance(self.provider, Closeable):
             await self.provider.close()
         await self.kube.close()
+        self.kubelet_api.close()
 
     @property
     def field_selector(self) -> str:

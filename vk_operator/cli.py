@@ -51,6 +51,35 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# The kubelet API (HTTPS) and the operational endpoints; names follow the kubelet's flags.
+_KUBELET_API_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--address": ("address", {"help": "address the kubelet API listens on (default 0.0.0.0)"}),
+    "--tls-cert-file": ("tls_cert_file", {"help": "serving certificate (PEM), reloaded when it changes"}),
+    "--tls-key-file": ("tls_key_file", {"help": "serving certificate key (PEM)"}),
+    "--tls-secret": ("tls_secret", {"help": "NAMESPACE/NAME of a kubernetes.io/tls Secret to serve"}),
+    "--tls-reload-interval": ("tls_reload_interval", {"type": float, "help": "seconds between checks"}),
+    "--client-ca-file": ("client_ca_file", {"help": "CA for client certificates (default: the cluster CA)"}),
+    "--authentication-token-webhook-cache-ttl": ("authentication_token_webhook_cache_ttl", {"type": float}),
+    "--authorization-webhook-cache-authorized-ttl": (
+        "authorization_webhook_cache_authorized_ttl",
+        {"type": float},
+    ),
+    "--authorization-webhook-cache-unauthorized-ttl": (
+        "authorization_webhook_cache_unauthorized_ttl",
+        {"type": float},
+    ),
+    "--metrics-port": (
+        "metrics_port",
+        {"type": int, "help": "plain-HTTP /metrics, /healthz, /readyz; 0: off"},
+    ),
+}
+_KUBELET_API_SWITCHES = {
+    "--anonymous-auth": ("anonymous_auth", "serve anonymous requests (still authorized)"),
+    "--serving-cert-csr": ("serving_cert_csr", "request the serving certificate with a kubelet-serving CSR"),
+    "--serving-cert-self-approve": ("serving_cert_self_approve", "approve that CSR ourselves (needs RBAC)"),
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         print(f"virtual-kubelet: {message}", file=sys.stderr)
@@ -60,8 +89,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="virtual-kubelet", description="A Virtual Kubelet in Python")
     parser.add_argument("command", nargs="?", choices=("run", "version"), default="run")
-    for flag, (field, options) in _FLAGS.items():
+    for flag, (field, options) in {**_FLAGS, **_KUBELET_API_FLAGS}.items():
         parser.add_argument(flag, dest=field, default=None, **options)
+    for flag, (field, help_text) in _KUBELET_API_SWITCHES.items():
+        parser.add_argument(flag, dest=field, action="store_const", const=True, default=None, help=help_text)
     parser.add_argument(
         "--remove-node-on-exit",
         dest="remove_node_on_exit",
@@ -121,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(settings.log_level)
         # Load the provider config now, so a bad one fails before we touch the cluster.
         from vk_operator.config import load_provider_config, load_provider_factory
+        from vk_operator.provider_config import ConfigMapRef
 
-        load_provider_config(load_provider_factory(settings.provider), settings.provider_config)
+        # (A ConfigMap source is read once connected, still before anything is registered.)
+        if ConfigMapRef.parse(settings.provider_config) is None:
+            load_provider_config(load_provider_factory(settings.provider), settings.provider_config)
         return asyncio.run(_run(settings))
     except ConfigError as exc:
         print(f"virtual-kubelet: {exc}", file=sys.stderr)

@@ -53,6 +53,37 @@ class Settings(pydantic_settings.BaseSettings):
     retry_initial: float = pydantic.Field(0.5, gt=0)
     retry_cap: float = pydantic.Field(30.0, gt=0)
 
+    # -- kubelet API (HTTPS) and operational endpoints -------------------------------------------
+    address: str = "0.0.0.0"  # where the kubelet API listens
+    tls_cert_file: str | None = None  # serving certificate (PEM); re-read when it changes
+    tls_key_file: str | None = None
+    tls_secret: str | None = None  # NAMESPACE/NAME of a kubernetes.io/tls Secret
+    tls_reload_interval: float = pydantic.Field(10.0, gt=0)  # seconds between rotation checks
+    serving_cert_csr: bool = False  # request a kubernetes.io/kubelet-serving certificate
+    serving_cert_self_approve: bool = False  # approve that CSR ourselves (needs RBAC)
+    client_ca_file: str | None = None  # default: the CA of the kubeconfig's cluster
+    anonymous_auth: bool = False
+    authentication_token_webhook_cache_ttl: float = pydantic.Field(120.0, ge=0)
+    authorization_webhook_cache_authorized_ttl: float = pydantic.Field(300.0, ge=0)
+    authorization_webhook_cache_unauthorized_ttl: float = pydantic.Field(30.0, ge=0)
+    metrics_port: int = pydantic.Field(10255, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: off
+
+    @pydantic.model_validator(mode="after")
+    def _tls_sources(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("--tls-cert-file and --tls-key-file must be given together")
+        if self.tls_secret is not None and (
+            self.tls_secret.count("/") != 1 or not all(self.tls_secret.split("/"))
+        ):
+            raise ValueError(f"--tls-secret {self.tls_secret!r}: expected NAMESPACE/NAME")
+        if self.serving_cert_csr and (self.tls_cert_file or self.tls_secret):
+            raise ValueError("--serving-cert-csr replaces --tls-cert-file/--tls-secret: choose one")
+        if self.tls_cert_file and self.tls_secret:
+            raise ValueError("--tls-cert-file and --tls-secret exclude each other: choose one")
+        if self.serving_cert_self_approve and not self.serving_cert_csr:
+            raise ValueError("--serving-cert-self-approve needs --serving-cert-csr")
+        return self
+
     @pydantic.field_validator("nodename")
     @classmethod
     def _dns_name(cls, value: str) -> str:

@@ -20,6 +20,23 @@ from vk_operator.kube import load_configuration
 log = logging.getLogger(__name__)
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: pods have only on.event handlers, which never compare or store one.
+
+    kopf still builds one per watch event (a deep copy of the whole pod) unless told otherwise:
+    a quarter of its per-event cost.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     vk: VirtualKubelet | None = memo.get("vk")
@@ -33,6 +50,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True  # no CRD/namespace observation: a kubelet may not list them
     settings.posting.enabled = False  # our own EventRecorder posts the events users expect
     settings.persistence.finalizer = "vk-operator.io/never-used"
+    settings.persistence.diffbase_storage = _NoDiffBase()
     if memo.get("vk_owned"):
         await vk.start()
 
@@ -40,6 +58,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     vk: VirtualKubelet | None = memo.get("vk")
+    if vk is not None:
+        # Close the kubelet API's connections now: kopf waits 5 s for tasks it finds at exit,
+        # and idle keep-alive connections (the apiserver's) would be such tasks.
+        await vk.kubelet_api.stop()
     if vk is not None and memo.get("vk_owned"):
         await vk.stop()
 
@@ -63,7 +85,8 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.event("v1", "pods")
-def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # async on purpose: kopf runs sync handlers in its thread pool, a thread hop per watch event.
     vk: VirtualKubelet | None = memo.get("vk")
     if vk is not None:
         vk.pods.observe(event.get("type") or "ADDED", dict(event["object"]))

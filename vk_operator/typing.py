@@ -11,8 +11,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
+from vk_operator.domain.logs import LogEntry, LogOptions
 from vk_operator.domain.model import Capacity, Pod, PodRef, ProviderPodStatus
 from vk_operator.domain.prepared import PreparedPod
+from vk_operator.domain.stats import PodUsage
 
 
 @runtime_checkable
@@ -81,11 +83,31 @@ class ConfigurableProvider(Protocol):
 
 @runtime_checkable
 class LogsProvider(Protocol):
-    """Capability: container logs, as lines (follow keeps yielding until the container ends)."""
+    """Capability: container logs, served by ``GET /containerLogs`` (``kubectl logs``).
 
-    def container_logs(
-        self, ref: PodRef, container: str, *, follow: bool = False, previous: bool = False
-    ) -> AsyncIterator[tuple[float, str]]: ...
+    Yield the entries of container ``container`` of ``ref`` (of its previous instance when
+    ``options.previous``), oldest first, honouring ``options.tail_lines`` and ``options.since(now)``
+    (the core filters ``since`` again and applies ``limit_bytes`` and ``timestamps`` itself). With
+    ``options.follow`` keep yielding new entries as they are written and return when the container
+    instance ends. Raise ``LogsUnavailable`` when the container has no such logs (not started yet,
+    no previous instance) and ``KeyError`` when the provider does not know the pod or container.
+    """
+
+    def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[LogEntry]: ...
+
+
+@runtime_checkable
+class StatsProvider(Protocol):
+    """Capability: CPU and memory usage of the running pods (``/stats/summary``, ``/metrics/resource``)."""
+
+    async def pod_stats(self) -> list[PodUsage]: ...
+
+
+@runtime_checkable
+class Pinger(Protocol):
+    """Capability: a cheap reachability check of the backend (``/readyz``); raise when unreachable."""
+
+    async def ping(self) -> None: ...
 
 
 @runtime_checkable

@@ -7,7 +7,9 @@ transiently), ``fail-permanent`` ("true": every create fails permanently) and ``
 (the pod disappears from the provider, as when a cloud reclaims it).
 
 With ``state_file`` set, the pods and a count of calls per pod are kept in a JSON file: the "cloud"
-then outlives the virtual kubelet process, as a real provider's does, and tests can read it.
+then outlives the virtual kubelet process, as a real provider's does, and tests can read it. The
+file is rewritten on every change (each pod's JSON is encoded once and reused), or at most once
+per ``state_save_interval_seconds`` when that is set (thousands of pods), and on close.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
+from providers.mock.observability import MockObservability
 from vk_operator.domain.model import (
     Capacity,
     ContainerPhase,
@@ -64,6 +67,10 @@ class MockConfig(pydantic.BaseModel):
     pod_ip_prefix: str = "10.244.0."
     failures: FailureConfig = FailureConfig()
     state_file: str | None = None
+    # 0: write the state file on every change; > 0: coalesce writes over this many seconds (the file
+    # holds every pod, so with thousands of pods a write per change makes creation quadratic).
+    state_save_interval_seconds: float = pydantic.Field(0.0, ge=0)
+    log_interval_seconds: float = pydantic.Field(1.0, gt=0)  # one mock log line per interval
 
 
 @dataclasses.dataclass
@@ -101,7 +108,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-class MockProvider:
+class MockProvider(MockObservability):  # logs, stats and ping: observability.py
     name: ClassVar[str] = "mock"
     config_model: ClassVar[type[pydantic.BaseModel]] = MockConfig
 
@@ -115,6 +122,8 @@ class MockProvider:
         self._callback: StatusCallback | None = None
         self._ips = 0
         self._reserved_ips: dict[str, str] = {}  # pod UID -> IP handed out before create
+        self._encoded: dict[str, str] = {}  # pod UID -> its JSON in the state file
+        self._save_handle: asyncio.TimerHandle | None = None
         self._load()
 
     # -- persistence (optional) ------------------------------------------------------------------
@@ -126,18 +135,40 @@ class MockProvider:
         self.calls = data["calls"]
         self._ips = data["ips"]
 
-    def _save(self) -> None:
+    def _save(self, changed: str | None = None) -> None:
+        """Persist the state; ``changed`` names the pod UID whose entry changed (re-encoded)."""
         if not self.config.state_file:
             return
+        if changed is not None:
+            self._encoded.pop(changed, None)
+        interval = self.config.state_save_interval_seconds
+        if interval <= 0:
+            self._write_state()
+        elif self._save_handle is None:
+            self._save_handle = asyncio.get_running_loop().call_later(interval, self._write_state)
+
+    def _write_state(self) -> None:
+        self._save_handle = None
+        assert self.config.state_file
+        if len(self._encoded) > len(self.pods):
+            self._encoded = {u: e for u, e in self._encoded.items() if u in self.pods}
+        entries = []
+        for uid, mock in self.pods.items():
+            encoded = self._encoded.get(uid)
+            if encoded is None:
+                encoded = self._encoded[uid] = json.dumps(mock.to_json())
+            entries.append(f"{json.dumps(uid)}: {encoded}")
+        text = f'{{"pods": {{{", ".join(entries)}}}, "calls": {json.dumps(self.calls)}, "ips": {self._ips}}}'
         path = pathlib.Path(self.config.state_file)
         tmp = path.with_suffix(".tmp")
-        state = {
-            "pods": {u: p.to_json() for u, p in self.pods.items()},
-            "calls": self.calls,
-            "ips": self._ips,
-        }
-        tmp.write_text(json.dumps(state))
+        tmp.write_text(text)
         tmp.replace(path)
+
+    async def close(self) -> None:
+        """Write what a coalesced save still holds."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._write_state()
 
     def _count(self, call: str, uid: str) -> int:
         per_pod = self.calls[call]
@@ -231,7 +262,7 @@ class MockProvider:
         )
         self._reserved_ips.pop(ref.uid, None)
         self.pods[ref.uid] = mock
-        self._save()
+        self._save(ref.uid)
         self._schedule_notifications(mock)
 
     async def update_pod(self, prepared: PreparedPod) -> None:
@@ -245,7 +276,7 @@ class MockProvider:
             # Like many serverless backends: the run time limit is fixed at creation.
             raise ProviderError("mock: activeDeadlineSeconds cannot change after creation", permanent=True)
         self.pods[uid].pod = pod
-        self._save()
+        self._save(uid)
 
     async def delete_pod(self, pod: Pod) -> None:
         uid = pod["metadata"]["uid"]
@@ -255,7 +286,7 @@ class MockProvider:
         if mock is not None and mock.stop_seconds:
             await asyncio.sleep(mock.stop_seconds)
         self.pods.pop(uid, None)
-        self._save()
+        self._save(uid)
 
     async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
         mock = self.pods.get(ref.uid)
@@ -263,7 +294,7 @@ class MockProvider:
             return None
         if mock.vanish_seconds is not None and (_now() - mock.created).total_seconds() >= mock.vanish_seconds:
             del self.pods[ref.uid]
-            self._save()
+            self._save(ref.uid)
             return None
         return self._status(mock, _now())
 

@@ -140,6 +140,13 @@ async def test_node_stays_ready_under_the_lifecycle_controller_and_goes_unknown_
     # The session's controller-manager runs with --node-monitor-grace-period=20s.
     vn = await virtual_node()
     path = f"/api/v1/nodes/{vn.name}"
+
+    async def untainted() -> bool:
+        # The lifecycle controller lifts the `not-ready` taint every new node starts with.
+        node = await admin.get(path)
+        return not [t for t in node["spec"].get("taints") or [] if t["key"].startswith("node.kubernetes.io/")]
+
+    await eventually(untainted, what="not-ready taint lifted", timeout=20)
     watched_until = time.monotonic() + 25  # longer than the grace period
     while time.monotonic() < watched_until:
         node = await admin.get(path)

@@ -100,6 +100,7 @@ class Cluster:
         self.pki_dir = self.dir / "pki"
         self.log_dir = self.dir / "logs"
         self.state_file = self.dir / "state.json"
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}  # processes this object started
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, object]:
@@ -272,6 +273,7 @@ class Cluster:
             start_new_session=True,  # outlive the `up` command and ignore its terminal's Ctrl-C
         )
         log.close()
+        self._spawned[name] = proc
         pids = state["pids"]
         assert isinstance(pids, dict)
         pids[name] = proc.pid
@@ -294,8 +296,7 @@ class Cluster:
             ctx = self._ssl_context(client) if url.startswith("https") else None
         last = ""
         while time.monotonic() - started < timeout:
-            pid = self.running_pid(name)
-            if pid is None:
+            if not self._alive(name):
                 raise ClusterError(
                     f"{name} exited during start-up; last log lines:\n{_tail(self.log_dir / f'{name}.log')}"
                 )
@@ -310,6 +311,14 @@ class Cluster:
             f"{name} not healthy after {timeout:.0f}s ({url}: {last}); last log lines:\n"
             f"{_tail(self.log_dir / f'{name}.log')}"
         )
+
+    def _alive(self, name: str) -> bool:
+        # Right after fork, /proc/PID/cmdline still shows the parent (python) until exec: ask
+        # the Popen object about processes we started ourselves.
+        proc = self._spawned.get(name)
+        if proc is not None:
+            return proc.poll() is None
+        return self.running_pid(name) is not None
 
     def running_pid(self, name: str) -> int | None:
         pids = self.state().get("pids", {})
@@ -341,7 +350,7 @@ class Cluster:
         # Controllers are healthy once they have done work: the service-account controller
         # creates `default` in every namespace and the root-CA publisher its ConfigMap.
         while time.monotonic() - started < timeout:
-            if self.running_pid("kube-controller-manager") is None:
+            if not self._alive("kube-controller-manager"):
                 raise ClusterError(
                     "kube-controller-manager exited; last log lines:\n"
                     + _tail(self.log_dir / "kube-controller-manager.log")

@@ -107,6 +107,7 @@ class PodController:
         self.sources = SourceFetcher(kube, provider, host_ip)
         self.cache: dict[Key, Pod] = {}
         self.tracked: dict[str, _Tracked] = {}  # by UID
+        self._uids: dict[Key, set[str]] = {}  # tracked UIDs by pod key: orphans found without a scan
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -235,7 +236,7 @@ class PodController:
                 del self.cache[key]  # deleted while we were not watching
         live_uids = {p["metadata"]["uid"] for p in self.cache.values()}
         for ref in provider_refs:
-            tracked = self.tracked.setdefault(ref.uid, _Tracked(ref))
+            tracked = self._track(ref)
             tracked.in_provider = True
             if ref.uid not in live_uids:
                 self.enqueue((ref.namespace, ref.name))  # reconcile deletes the orphan
@@ -251,7 +252,7 @@ class PodController:
         uid = pod["metadata"]["uid"]
         # A pod of the same name but another UID is a different pod: the old one is an orphan.
         await self._remove_orphans(key, keep_uid=uid)
-        tracked = self.tracked.setdefault(uid, _Tracked(_ref(pod)))
+        tracked = self._track(_ref(pod))
         if pod["metadata"].get("deletionTimestamp"):
             await self._finish_deletion(pod, tracked)
         elif not tracked.in_provider:
@@ -259,9 +260,28 @@ class PodController:
         else:
             await self._sync_status(pod, tracked)
 
+    def _track(self, ref: PodRef) -> _Tracked:
+        tracked = self.tracked.get(ref.uid)
+        if tracked is None:
+            tracked = self.tracked[ref.uid] = _Tracked(ref)
+            self._uids.setdefault((ref.namespace, ref.name), set()).add(ref.uid)
+        return tracked
+
+    def _untrack(self, uid: str) -> None:
+        tracked = self.tracked.pop(uid, None)
+        if tracked is None:
+            return
+        key = (tracked.ref.namespace, tracked.ref.name)
+        uids = self._uids.get(key)
+        if uids is not None:
+            uids.discard(uid)
+            if not uids:
+                del self._uids[key]
+
     async def _remove_orphans(self, key: Key, keep_uid: str | None = None) -> None:
-        for uid, tracked in list(self.tracked.items()):
-            if (tracked.ref.namespace, tracked.ref.name) != key or uid == keep_uid:
+        for uid in list(self._uids.get(key, ())):
+            tracked = self.tracked.get(uid)
+            if tracked is None or uid == keep_uid:
                 continue
             if tracked.in_provider:
                 stub: Pod = {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}}
@@ -273,7 +293,7 @@ class PodController:
                     tracked.attempts += 1
                     continue
                 log.info("deleted %s/%s (uid %s) from the provider: no API object", *key, uid)
-            del self.tracked[uid]
+            self._untrack(uid)
 
     async def _prepare(self, pod: Pod) -> Preparation:
         """Resolve env and volumes; non-fatal findings (optional refs missing...) become events."""
@@ -413,7 +433,7 @@ class PodController:
             if not (exc.not_found or exc.conflict):
                 raise
         if not tracked.in_provider:
-            self.tracked.pop(meta["uid"], None)
+            self._untrack(meta["uid"])
 
 
 def _grace_left(pod: Pod) -> float:

@@ -17,16 +17,17 @@ class EventRecorder:
         self.kube = kube
         self.node_name = node_name
 
-    async def record(self, pod: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-        meta = pod["metadata"]
+    async def record(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        """An Event about ``obj`` (a pod unless it says otherwise: ConfigMaps get events too)."""
+        meta = obj["metadata"]
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", "Pod"),
                 "namespace": meta["namespace"],
                 "name": meta["name"],
                 "uid": meta.get("uid"),

@@ -1,0 +1,186 @@
+"""Pure renderings: Summary JSON, resource metrics text, log selection and the mock's timelines."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from providers.mock.observability import Instance, history_range, instances, line_time
+from vk_operator.domain.logs import (
+    ByteLimit,
+    LogEntry,
+    LogOptions,
+    format_entry,
+    rfc3339_nano,
+    select_history,
+)
+from vk_operator.domain.model import PodRef
+from vk_operator.domain.stats import ContainerUsage, PodUsage, parse_quantity, resource_metrics, summary
+
+T0 = datetime.datetime(2024, 3, 4, 5, 6, 7, tzinfo=datetime.UTC)
+
+
+def _pods() -> list[PodUsage]:
+    def c(name: str, cores: int, seconds: int, memory: int) -> ContainerUsage:
+        return ContainerUsage(name, T0, cores, seconds, memory)
+
+    now = T0 + datetime.timedelta(seconds=10)
+    return [
+        PodUsage(
+            PodRef("ns1", "a", "uid-a"),
+            T0,
+            now,
+            (c("app", 100_000_000, 2_000_000_000, 1000), c("side", 50, 7, 24)),
+        ),
+        PodUsage(PodRef("ns2", "b", "uid-b"), T0, now, (c("app", 1, 1_000_000_000, 10),)),
+    ]
+
+
+def test_summary_shape_and_sums() -> None:
+    now = T0 + datetime.timedelta(seconds=11)
+    body = summary("vk-1", T0, now, _pods(), memory_capacity_bytes=5000)
+    node = body["node"]
+    assert node["nodeName"] == "vk-1" and node["startTime"] == "2024-03-04T05:06:07Z"
+    assert node["cpu"] == {
+        "time": "2024-03-04T05:06:18Z",
+        "usageNanoCores": 100_000_051,
+        "usageCoreNanoSeconds": 3_000_000_007,
+    }
+    assert node["memory"]["workingSetBytes"] == 1034 and node["memory"]["availableBytes"] == 3966
+    a = body["pods"][0]
+    assert a["podRef"] == {"name": "a", "namespace": "ns1", "uid": "uid-a"}
+    assert [c["name"] for c in a["containers"]] == ["app", "side"]
+    assert a["containers"][0]["cpu"]["usageNanoCores"] == 100_000_000
+    assert a["containers"][1]["memory"]["workingSetBytes"] == 24
+    assert a["cpu"]["usageCoreNanoSeconds"] == 2_000_000_007 and a["memory"]["workingSetBytes"] == 1024
+
+
+def test_empty_node_summary() -> None:
+    body = summary("vk-1", T0, T0, [])
+    assert body["pods"] == [] and body["node"]["cpu"]["usageNanoCores"] == 0
+
+
+def test_resource_metrics_parse_as_prometheus_with_kubelet_names_and_labels() -> None:
+    text = resource_metrics(T0 + datetime.timedelta(seconds=11), _pods())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # The parser strips _total from counter names.
+    assert set(families) == {
+        "container_cpu_usage_seconds",
+        "container_memory_working_set_bytes",
+        "container_start_time_seconds",
+        "node_cpu_usage_seconds",
+        "node_memory_working_set_bytes",
+        "pod_cpu_usage_seconds",
+        "pod_memory_working_set_bytes",
+        "resource_scrape_error",
+        "scrape_error",
+    }
+    assert families["container_cpu_usage_seconds"].type == "counter"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): (s.value, s.timestamp)
+        for f in families.values()
+        for s in f.samples
+    }
+    key = ("container_cpu_usage_seconds_total", (("container", "app"), ("namespace", "ns1"), ("pod", "a")))
+    assert samples[key] == (2.0, T0.timestamp() + 10)  # seconds; timestamp of the sample in ms on the wire
+    assert samples[("pod_memory_working_set_bytes", (("namespace", "ns1"), ("pod", "a")))][0] == 1024
+    assert samples[("node_cpu_usage_seconds_total", ())][0] == pytest.approx(3.000000007)
+    assert samples[("scrape_error", ())] == (0, None)
+    start = ("container_start_time_seconds", (("container", "side"), ("namespace", "ns1"), ("pod", "a")))
+    assert samples[start][0] == T0.timestamp()
+    help_text = "Cumulative cpu time consumed by the container in core-seconds"
+    assert f"# HELP container_cpu_usage_seconds_total [STABLE] {help_text}" in text
+    millis = int((T0.timestamp() + 10) * 1000)
+    assert f'container_cpu_usage_seconds_total{{container="app",namespace="ns1",pod="a"}} 2 {millis}' in text
+
+
+def test_resource_metrics_on_error_report_only_the_scrape_error() -> None:
+    text = resource_metrics(T0, None, scrape_error=True)
+    assert [line for line in text.splitlines() if not line.startswith("#")] == [
+        "resource_scrape_error 1",
+        "scrape_error 1",
+    ]
+
+
+def test_label_values_are_escaped() -> None:
+    pod = PodUsage(PodRef('n"s', "p\\1", "u"), T0, T0, (ContainerUsage("c\n", T0, 0, 0, 0),))
+    text = resource_metrics(T0, [pod])
+    assert 'container="c\\n",namespace="n\\"s",pod="p\\\\1"' in text
+    list(text_string_to_metric_families(text))  # parses
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("250m", "0.25"),
+        ("2", "2"),
+        ("1.5Gi", str(int(1.5 * 2**30))),
+        ("64Mi", str(64 * 2**20)),
+        ("1k", "1000"),
+        ("100n", "1E-7"),
+    ],
+)
+def test_parse_quantity(text: str, value: str) -> None:
+    assert parse_quantity(text) == decimal.Decimal(value)
+
+
+def test_parse_quantity_rejects_junk() -> None:
+    with pytest.raises(ValueError):
+        parse_quantity("lots")
+
+
+# -- logs --------------------------------------------------------------------------------------------------
+def _entries(count: int) -> list[LogEntry]:
+    return [LogEntry(T0 + datetime.timedelta(seconds=i), f"line {i + 1}") for i in range(count)]
+
+
+def test_rfc3339_nano_like_the_kubelet() -> None:
+    assert rfc3339_nano(T0.replace(microsecond=123456)) == "2024-03-04T05:06:07.123456000Z"
+    assert format_entry(LogEntry(T0, "hi"), True) == b"2024-03-04T05:06:07.000000000Z hi\n"
+    assert format_entry(LogEntry(T0, "hi"), False) == b"hi\n"
+
+
+def test_select_history_since_and_tail() -> None:
+    now = T0 + datetime.timedelta(seconds=9)
+    entries = _entries(10)
+    assert select_history(entries, LogOptions(tail_lines=3), now) == entries[-3:]
+    assert select_history(entries, LogOptions(tail_lines=0), now) == []
+    assert select_history(entries, LogOptions(since_seconds=2), now) == entries[7:]
+    since = T0 + datetime.timedelta(seconds=4, milliseconds=500)
+    assert select_history(entries, LogOptions(since_time=since, tail_lines=2), now) == entries[8:]
+    assert select_history(entries, LogOptions(stream="Stderr"), now) == []
+
+
+def test_byte_limit_cuts_exactly() -> None:
+    limit = ByteLimit(7)
+    assert limit.take(b"abcd") == b"abcd" and not limit.exhausted
+    assert limit.take(b"efgh") == b"efg" and limit.exhausted
+    assert limit.take(b"ijk") == b""
+    assert ByteLimit(None).take(b"x" * 100) == b"x" * 100
+
+
+# -- the mock provider's timelines -------------------------------------------------------------------
+def test_instances_of_a_restarting_and_a_finishing_container() -> None:
+    now = T0 + datetime.timedelta(seconds=25)
+    assert instances(T0 + datetime.timedelta(seconds=30), 10, True, now) == []  # not started
+    assert instances(T0, None, True, now) == [Instance(0, T0, None)]
+    assert instances(T0, 10, False, now) == [Instance(0, T0, T0 + datetime.timedelta(seconds=10))]
+    restarting = instances(T0, 10, True, now)
+    assert [(i.number, i.start - T0, i.end - T0 if i.end else None) for i in restarting] == [
+        (k, datetime.timedelta(seconds=10 * k), datetime.timedelta(seconds=10 * k + 10)) for k in range(3)
+    ]
+
+
+def test_history_range_lines_since_tail_and_end() -> None:
+    running = Instance(0, T0, None)
+    now = T0 + datetime.timedelta(seconds=2.1)
+    assert list(history_range(running, 0.5, now, None, None)) == [1, 2, 3, 4, 5]  # at 0, .5, 1, 1.5, 2
+    assert list(history_range(running, 0.5, now, None, 2)) == [4, 5]
+    assert list(history_range(running, 0.5, now, T0 + datetime.timedelta(seconds=1), None)) == [3, 4, 5]
+    assert list(history_range(running, 0.5, now, T0 + datetime.timedelta(seconds=1.2), 5)) == [4, 5]
+    ended = Instance(0, T0, T0 + datetime.timedelta(seconds=2))
+    assert list(history_range(ended, 0.5, T0 + datetime.timedelta(seconds=9), None, None)) == [1, 2, 3, 4]
+    assert line_time(running, 0.5, 4) == T0 + datetime.timedelta(seconds=1.5)

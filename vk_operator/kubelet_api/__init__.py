@@ -1,0 +1,1 @@
+"""The kubelet HTTPS API (logs, pods, stats, resource metrics) and the operational HTTP endpoints."""
