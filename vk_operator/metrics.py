@@ -65,6 +65,17 @@ def provider_call(method: str) -> Iterator[None]:
         PROVIDER_CALL_SECONDS.labels(method).observe(time.perf_counter() - started)
 
 
+def resource_of(path: str) -> str:
+    """The resource (and subresource) of an API path: .../namespaces/n/pods/p/status -> pods/status."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    parts = parts[2:] if parts[:1] == ["api"] else parts[3:]  # drop /api/v1 or /apis/GROUP/VERSION
+    if len(parts) >= 2 and parts[0] == "namespaces" and len(parts) != 2:
+        parts = parts[2:]  # drop namespaces/NAME (but /namespaces/NAME itself is the resource)
+    if not parts:
+        return ""
+    return parts[0] if len(parts) < 3 else f"{parts[0]}/{parts[2]}"
+
+
 def api_write(verb: str, resource: str, code: int) -> None:
     """Count one write (create/update/patch/delete) to the API and its outcome."""
     API_WRITES.labels(verb, resource, str(code)).inc()

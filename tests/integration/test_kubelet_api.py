@@ -721,4 +721,8 @@ async def test_metrics_healthz_and_readyz_on_the_operational_port(
         assert "vk_pod_queue_depth 0.0" in text
         assert re.search(r"^vk_api_requests_total [1-9]", text, re.M)
         assert 'vk_provider_call_duration_seconds_count{method="ping"}' in text
+        assert re.search(r'^vk_provider_call_duration_seconds_count\{method="create_pod"\} 1\.0$', text, re.M)
+        for code, resource, verb in (("200", "pods/status", "PATCH"), ("201", "events", "POST")):
+            labels = f'code="{code}",resource="{resource}",verb="{verb}"'
+            assert re.search(rf"^vk_api_writes_total\{{{labels}\}} [1-9]", text, re.M), labels
         assert "process_resident_memory_bytes" in text

@@ -184,3 +184,23 @@ def test_history_range_lines_since_tail_and_end() -> None:
     ended = Instance(0, T0, T0 + datetime.timedelta(seconds=2))
     assert list(history_range(ended, 0.5, T0 + datetime.timedelta(seconds=9), None, None)) == [1, 2, 3, 4]
     assert line_time(running, 0.5, 4) == T0 + datetime.timedelta(seconds=1.5)
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/v1/namespaces/ns/pods/p/status", "pods/status"),
+        ("/api/v1/namespaces/ns/pods", "pods"),
+        ("/api/v1/namespaces/ns/events", "events"),
+        ("/api/v1/nodes/n/status", "nodes/status"),
+        ("/api/v1/nodes", "nodes"),
+        ("/api/v1/namespaces/ns", "namespaces"),
+        ("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n", "leases"),
+        ("/apis/authorization.k8s.io/v1/subjectaccessreviews", "subjectaccessreviews"),
+        ("/api/v1/namespaces/ns/serviceaccounts/sa/token", "serviceaccounts/token"),
+    ],
+)
+def test_resource_of_api_paths(path: str, resource: str) -> None:
+    from vk_operator.metrics import resource_of
+
+    assert resource_of(path) == resource

@@ -22,6 +22,8 @@ import yarl
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
+from vk_operator import metrics
+
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -167,6 +169,8 @@ class Kube:
                 decoded = json.loads(raw) if raw else None
             except ValueError:
                 decoded = raw.decode(errors="replace")
+            if method != "GET":
+                metrics.api_write(method, metrics.resource_of(path), resp.status)
             if not 200 <= resp.status < 300:
                 raise ApiError(resp.status, decoded, method, path)
             return decoded

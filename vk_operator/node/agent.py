@@ -8,6 +8,7 @@ import datetime
 import logging
 from typing import Any
 
+from vk_operator import metrics
 from vk_operator.domain import node as node_domain
 from vk_operator.domain.model import Capacity
 from vk_operator.kube import ApiError, Kube
@@ -53,12 +54,14 @@ class NodeAgent:
 
     async def _wanted_conditions(self) -> list[dict[str, str]]:
         conditions = node_domain.default_conditions()
-        extra = {c["type"]: c for c in await self.provider.node_conditions()}
+        with metrics.provider_call("node_conditions"):
+            extra = {c["type"]: c for c in await self.provider.node_conditions()}
         return [extra.pop(c["type"], c) for c in conditions] + list(extra.values())
 
     async def register(self) -> dict[str, Any]:
         """Create the Node, or bring an existing one up to date; returns the Node."""
-        capacity = await self.provider.capacity()
+        with metrics.provider_call("capacity"):
+            capacity = await self.provider.capacity()
         self._capacity = capacity
         conditions = node_domain.merge_conditions([], await self._wanted_conditions(), _now())
         try:
@@ -125,7 +128,8 @@ class NodeAgent:
     async def update_status(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
         if current is None:
             current = await self.kube.get(self.path)
-        capacity = await self.provider.capacity()
+        with metrics.provider_call("capacity"):
+            capacity = await self.provider.capacity()
         self._capacity = capacity
         previous = (current.get("status") or {}).get("conditions") or []
         conditions = node_domain.merge_conditions(previous, await self._wanted_conditions(), _now())
@@ -158,7 +162,9 @@ class NodeAgent:
             self.node_uid = node["metadata"]["uid"]
         # A lease owned by a previous incarnation of the Node would be garbage-collected.
         await self.renew_lease()
-        if await self.provider.capacity() != self._capacity:
+        with metrics.provider_call("capacity"):
+            capacity = await self.provider.capacity()
+        if capacity != self._capacity:
             self._refresh.set()
 
     def request_status_refresh(self) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from typing import Any, NamedTuple
 
+from vk_operator import metrics
 from vk_operator.domain import pod_status as status_domain
 from vk_operator.domain.model import (
     ContainerPhase,
@@ -55,6 +58,77 @@ def _rv(obj: Pod) -> int:
         return 0
 
 
+class _Entry(NamedTuple):
+    uid: str
+    rv: int
+    phase: str | None
+    deleting: bool
+    encoded: str
+
+
+class PodCache(MutableMapping[Key, Pod]):
+    """The latest API object of each of our pods, held compactly.
+
+    Decoded into dicts a pod takes ~11 KB (~21 KB with managedFields); as compact JSON ~2 KB. So
+    pods are kept encoded, without managedFields (nothing here reads them), and decoded on read
+    (~12 us; a fresh copy each time, so callers may change what they get). UID, resourceVersion,
+    phase and whether the pod is Terminating are kept beside, for the paths that need only those.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, _Entry] = {}
+
+    def __getitem__(self, key: Key) -> Pod:
+        decoded: Pod = json.loads(self._entries[key].encoded)
+        return decoded
+
+    def __setitem__(self, key: Key, pod: Pod) -> None:
+        meta = pod.get("metadata") or {}
+        if "managedFields" in meta:
+            pod = {**pod, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self._entries[key] = _Entry(
+            meta.get("uid", ""),
+            _rv(pod),
+            (pod.get("status") or {}).get("phase"),
+            bool(meta.get("deletionTimestamp")),
+            json.dumps(pod, separators=(",", ":")),
+        )
+
+    def __delitem__(self, key: Key) -> None:
+        del self._entries[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def entry(self, key: Key) -> _Entry | None:
+        return self._entries.get(key)
+
+    def uid(self, key: Key) -> str | None:
+        entry = self._entries.get(key)
+        return entry.uid if entry else None
+
+    def rv(self, key: Key) -> int:
+        entry = self._entries.get(key)
+        return entry.rv if entry else 0
+
+    def uids(self) -> set[str]:
+        return {e.uid for e in self._entries.values()}
+
+    def phase_counts(self) -> dict[str, int]:
+        """Pods by phase without decoding any (for metrics)."""
+        counts: dict[str, int] = {}
+        for entry in self._entries.values():
+            phase = entry.phase or "Unknown"
+            counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
+
 @dataclasses.dataclass
 class Backoff:
     """Capped exponential backoff, per pod."""
@@ -67,7 +141,7 @@ class Backoff:
         return min(self.cap, self.initial * 2.0 ** max(attempt - 1, 0))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Tracked:
     """What we know about one pod UID beyond its API object."""
 
@@ -105,7 +179,7 @@ class PodController:
         self.backoff = backoff or Backoff()
         self.events = EventRecorder(kube, node_name)
         self.sources = SourceFetcher(kube, provider, host_ip)
-        self.cache: dict[Key, Pod] = {}
+        self.cache = PodCache()
         self.tracked: dict[str, _Tracked] = {}  # by UID
         self._uids: dict[Key, set[str]] = {}  # tracked UIDs by pod key: orphans found without a scan
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -121,8 +195,7 @@ class PodController:
         """A watch event from the API (kopf). Cheap: updates the cache and enqueues."""
         key = _key(pod)
         if event_type == "DELETED":
-            current = self.cache.get(key)
-            if current is not None and current["metadata"]["uid"] == pod["metadata"]["uid"]:
+            if self.cache.uid(key) == pod["metadata"]["uid"]:
                 del self.cache[key]
         else:
             tracked = self.tracked.get(pod["metadata"]["uid"])
@@ -202,9 +275,9 @@ class PodController:
                 self.resync_interval if self.started.is_set() else self.backoff.delay(failures)
             )
 
-    async def list_api_pods(self) -> tuple[list[Pod], int]:
+    async def _list_pages(self) -> AsyncIterator[tuple[list[Pod], int]]:
+        """Our pods, a page at a time (never all decoded at once), with the list's resourceVersion."""
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
-        pods: list[Pod] = []
         token = None
         while True:
             page = await self.kube.get(
@@ -213,34 +286,70 @@ class PodController:
                 limit=500,
                 **({"continue": token} if token else {}),
             )
-            pods += page.get("items", [])
+            yield page.get("items", []), _rv(page)
             token = page["metadata"].get("continue")
             if not token:
-                return pods, _rv(page)
+                return
+
+    async def list_api_pods(self) -> tuple[list[Pod], int]:
+        pods: list[Pod] = []
+        list_rv = 0
+        async for items, page_rv in self._list_pages():
+            pods += items
+            list_rv = page_rv
+        return pods, list_rv
 
     async def resync(self) -> None:
         """List both sides and converge: heals missed watch events and restarts.
 
-        API pods already in the provider are adopted; provider pods with no API object are
-        removed; everything is enqueued so Terminating pods finish and statuses are refreshed.
+        The first pass (start-up) reconciles every pod: API pods already in the provider are
+        adopted, Terminating ones finished. Later passes reconcile what the watch and the provider's
+        notifications (or the status poll) may have missed: pods added, changed or deleted meanwhile
+        (by resourceVersion), provider pods with no API object (removed), pods the provider no
+        longer lists, pods not (yet) in the provider, Terminating pods. Re-reconciling every pod
+        each period would cost an idle node with 10,000 pods 10,000 reconciles a minute.
         """
-        provider_refs = await self.provider.list_pods()
-        api_pods, list_rv = await self.list_api_pods()
-        listed = {_key(p): p for p in api_pods}
-        for key, pod in listed.items():
-            cached = self.cache.get(key)
-            if cached is None or _rv(cached) <= _rv(pod):
-                self.cache[key] = pod
-        for key, cached in list(self.cache.items()):
-            if key not in listed and _rv(cached) <= list_rv:
+        full = not self.started.is_set()
+        with metrics.provider_call("list_pods"):
+            provider_refs = await self.provider.list_pods()
+        wanted: dict[Key, None] = {}  # ordered: orphans first, as they free names
+        listed: set[Key] = set()
+        list_rv = 0
+        changed: list[Key] = []
+        async for items, page_rv in self._list_pages():
+            list_rv = page_rv
+            for pod in items:
+                key = _key(pod)
+                listed.add(key)
+                if key not in self.cache or self.cache.rv(key) < _rv(pod):
+                    self.cache[key] = pod
+                    changed.append(key)
+        for key in list(self.cache):
+            if key not in listed and self.cache.rv(key) <= list_rv:
                 del self.cache[key]  # deleted while we were not watching
-        live_uids = {p["metadata"]["uid"] for p in self.cache.values()}
+                changed.append(key)
+        live_uids = self.cache.uids()
+        provider_uids = set()
         for ref in provider_refs:
+            provider_uids.add(ref.uid)
             tracked = self._track(ref)
             tracked.in_provider = True
             if ref.uid not in live_uids:
-                self.enqueue((ref.namespace, ref.name))  # reconcile deletes the orphan
+                wanted[(ref.namespace, ref.name)] = None  # reconcile deletes the orphan
+        wanted.update(dict.fromkeys(changed))
         for key in self.cache:
+            entry = self.cache.entry(key)
+            assert entry is not None
+            known = self.tracked.get(entry.uid)
+            if (
+                full
+                or entry.deleting
+                or known is None
+                or not known.in_provider
+                or entry.uid not in provider_uids
+            ):
+                wanted[key] = None
+        for key in wanted:
             self.enqueue(key)
 
     # -- reconciliation ------------------------------------------------------------------------------
@@ -286,7 +395,8 @@ class PodController:
             if tracked.in_provider:
                 stub: Pod = {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}}
                 try:
-                    await self.provider.delete_pod(stub)
+                    with metrics.provider_call("delete_pod"):
+                        await self.provider.delete_pod(stub)
                 except ProviderError as exc:
                     log.warning("cannot delete orphan %s/%s from the provider: %s", *key, exc)
                     self._retry_later(key, self.backoff.delay(tracked.attempts + 1))
@@ -316,7 +426,8 @@ class PodController:
             )
             return
         try:
-            await self.provider.create_pod(preparation.prepared)
+            with metrics.provider_call("create_pod"):
+                await self.provider.create_pod(preparation.prepared)
         except ProviderError as exc:
             await self._not_created(
                 pod, tracked, "ProviderCreateFailed", "ProviderFailed", str(exc), exc.permanent
@@ -356,7 +467,8 @@ class PodController:
             tracked.spec_fingerprint = fingerprint  # adopted after a restart
         elif fingerprint != tracked.spec_fingerprint:
             await self._update(pod, tracked, fingerprint)
-        reported = await self.provider.get_pod_status(tracked.ref)
+        with metrics.provider_call("get_pod_status"):
+            reported = await self.provider.get_pod_status(tracked.ref)
         if reported is None:
             reported = _lost(pod)
         await self._write_status(pod, tracked, status_domain.pod_status(pod, reported, self.host_ip, _now()))
@@ -369,14 +481,15 @@ class PodController:
             await self.events.record(pod, "ProviderUpdateFailed", preparation.fatal.message, warning=True)
             return
         try:
-            await self.provider.update_pod(preparation.prepared)
+            with metrics.provider_call("update_pod"):
+                await self.provider.update_pod(preparation.prepared)
         except ProviderError as exc:
             await self.events.record(pod, "ProviderUpdateFailed", str(exc), warning=True)
             return
         await self.events.record(pod, "ProviderUpdateSuccess", "updated the pod in the provider")
 
     async def _write_status(self, pod: Pod, tracked: _Tracked, status: dict[str, Any]) -> None:
-        if not status_domain.status_changed(pod.get("status"), status):
+        if not status_domain.status_changed(_as_compared(pod.get("status")), _as_compared(status) or {}):
             return
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
@@ -389,10 +502,7 @@ class PodController:
             raise
         tracked.written_rv = _rv(written)
         key = _key(pod)
-        if (
-            self.cache.get(key, {}).get("metadata", {}).get("uid") == meta["uid"]
-            and _rv(self.cache[key]) < tracked.written_rv
-        ):
+        if self.cache.uid(key) == meta["uid"] and self.cache.rv(key) < tracked.written_rv:
             self.cache[key] = written
 
     async def _finish_deletion(self, pod: Pod, tracked: _Tracked) -> None:
@@ -403,7 +513,8 @@ class PodController:
             grace = _grace_left(pod)
             try:
                 async with asyncio.timeout(max(grace, 0.01)):
-                    await self.provider.delete_pod(pod)
+                    with metrics.provider_call("delete_pod"):
+                        await self.provider.delete_pod(pod)
                 tracked.in_provider = False
                 await self.events.record(pod, "ProviderDeleteSuccess", "deleted the pod in the provider")
             except (ProviderError, TimeoutError) as exc:
@@ -434,6 +545,25 @@ class PodController:
                 raise
         if not tracked.in_provider:
             self._untrack(meta["uid"])
+
+
+def _as_compared(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``status`` without the empty ``lastState`` the apiserver adds to every container status.
+
+    We never write it (a Go struct is always serialized), so comparing with it included found a
+    change every time: each resync re-sent every pod's status (no-op PATCHes, one per pod).
+    """
+    if not status:
+        return status
+    compared: dict[str, Any] | None = None
+    for field in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        statuses = status.get(field)
+        if statuses and any(s.get("lastState") == {} for s in statuses):
+            compared = compared if compared is not None else dict(status)
+            compared[field] = [
+                {k: v for k, v in s.items() if not (k == "lastState" and v == {})} for s in statuses
+            ]
+    return compared if compared is not None else status
 
 
 def _grace_left(pod: Pod) -> float:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from vk_operator import metrics
 from vk_operator.domain import env as env_domain
 from vk_operator.domain.model import Pod, PodRef
 from vk_operator.kube import ApiError, Kube
@@ -142,6 +143,8 @@ class SourceFetcher:
         if env_domain.needs_pod_ip(pod) and isinstance(self.provider, PodIPAllocator):
             pod_ip = await self.provider.allocate_pod_ip(PodRef(namespace, meta["name"], meta["uid"]))
         token = await self._token(pod) if env_domain.needs_service_account_token(pod) else None
+        with metrics.provider_call("capacity"):
+            capacity = await self.provider.capacity()
         return env_domain.Sources(
             configmaps=configmaps,
             secrets=secrets,
@@ -150,6 +153,6 @@ class SourceFetcher:
             pod_ip=pod_ip,
             host_ip=self.host_ip,
             service_account_token=token,
-            node_allocatable=(await self.provider.capacity()).as_resources(),
+            node_allocatable=capacity.as_resources(),
             configmap_binary=binary,
         )
