@@ -8,6 +8,7 @@ the start-up handler builds one from VK_* environment variables.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ import kopf
 
 from vk_operator.app import VirtualKubelet
 from vk_operator.config import Settings
-from vk_operator.kube import load_configuration
+from vk_operator.kube import Kube, load_configuration
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,30 @@ class _NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
+def _tune_gc() -> None:
+    """Collect garbage in larger, rarer batches, and never re-scan what start-up loaded.
+
+    A pod decoded from JSON is ~150 containers; the resync's pages of 500 pods and bursts of watch
+    events allocate them by the hundred thousand, and with the default young-generation threshold
+    (700) that triggers full collections walking the whole heap: most of the idle CPU at 10,000
+    pods and a fifth of the CPU in a burst. Nearly all of it is acyclic and freed by refcounting.
+    """
+    gc.collect()
+    gc.freeze()  # modules, classes, kopf's registry: permanent, never garbage
+    gc.set_threshold(50_000, 20, 20)
+
+
+async def _supports_watch_list(kube: Kube) -> bool:
+    """Whether the apiserver streams a watch's initial state (sendInitialEvents; GA in 1.34)."""
+    try:
+        version = await kube.get("/version")
+        major, minor = int(version["major"]), int(str(version["minor"]).rstrip("+"))
+    except Exception as exc:  # an unknown server: use the plain list
+        log.debug("cannot read the server version: %s", exc)
+        return False
+    return (major, minor) >= (1, 34)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     vk: VirtualKubelet | None = memo.get("vk")
@@ -51,6 +76,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False  # our own EventRecorder posts the events users expect
     settings.persistence.finalizer = "vk-operator.io/never-used"
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # Existing pods arrive as watch events, not in one unpaged LIST: with 10,000 pods that list is
+    # a 32 MB response decoded at once into ~200 MB of dicts (the process's high-water mark).
+    settings.watching.initial_streaming = await _supports_watch_list(vk.kube)
+    # kopf keeps a worker per pod (holding its last event, ~20 KB of dicts) until it has been idle
+    # this long: 5 s by default, i.e. thousands of them in a burst. Our handler only enqueues.
+    settings.queueing.idle_timeout = 0.5
+    _tune_gc()
     if memo.get("vk_owned"):
         await vk.start()
 

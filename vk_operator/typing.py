@@ -6,11 +6,12 @@ satisfies :class:`Provider`; optional capabilities are separate Protocols checke
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
+from vk_operator.domain.exec import ExecIO, PortConnection
 from vk_operator.domain.logs import LogEntry, LogOptions
 from vk_operator.domain.model import Capacity, Pod, PodRef, ProviderPodStatus
 from vk_operator.domain.prepared import PreparedPod
@@ -94,6 +95,52 @@ class LogsProvider(Protocol):
     """
 
     def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[LogEntry]: ...
+
+
+@runtime_checkable
+class ExecProvider(Protocol):
+    """Capability: run a command in a running container (``kubectl exec``, ``/exec/...``).
+
+    Run ``command`` (argv, never through a shell unless it names one) in container ``container``
+    of ``ref``, pump ``io.stdin`` to it and its output to ``io.write_stdout``/``io.write_stderr``
+    until it ends, and return its exit code (``None`` when the backend cannot report one, as with
+    ACI's exec websocket: counted as success). The stream ends the session: return once the
+    command has finished and its output is written. With ``io.tty`` follow ``io.resize``.
+    Raise ``KeyError`` when the provider does not know the pod or container and ``ExecError``
+    when the command cannot be started (container not running...). Cancellation means the
+    client went away: stop the command if the backend allows.
+    """
+
+    async def exec_in_container(
+        self, ref: PodRef, container: str, command: Sequence[str], io: ExecIO
+    ) -> int | None: ...
+
+
+@runtime_checkable
+class AttachProvider(Protocol):
+    """Capability: attach to a running container's main process (``kubectl attach``, ``/attach/...``).
+
+    Stream what the process writes from now on to ``io.write_stdout``/``io.write_stderr``, and
+    ``io.stdin`` (when given) to its stdin, until the container stops (return) or the client goes
+    away (cancellation; the process keeps running). Raise ``KeyError`` when the provider does not
+    know the pod or container and ``ExecError`` when it is not running.
+    """
+
+    async def attach_container(self, ref: PodRef, container: str, io: ExecIO) -> None: ...
+
+
+@runtime_checkable
+class PortForwardProvider(Protocol):
+    """Capability: TCP connections to a port of the pod (``kubectl port-forward``, ``/portForward``).
+
+    Connect to ``port`` of ``ref`` (its network namespace, as the kubelet does: any port, declared
+    or not), copy ``connection.incoming`` to it and what it sends back to ``connection.send``, and
+    return once both directions are done (the pod side closed, or the client closed and the pod
+    answered). Called once per forwarded connection, concurrently. Raise ``PortForwardError`` when
+    the port cannot be reached and ``KeyError`` when the provider does not know the pod.
+    """
+
+    async def port_forward(self, ref: PodRef, port: int, connection: PortConnection) -> None: ...
 
 
 @runtime_checkable

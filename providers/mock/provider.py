@@ -25,7 +25,9 @@ from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
+from providers.mock.exec import MockExec
 from providers.mock.observability import MockObservability
+from providers.mock.portforward import MockPortForward
 from vk_operator.domain.model import (
     Capacity,
     ContainerPhase,
@@ -73,10 +75,23 @@ class MockConfig(pydantic.BaseModel):
     log_interval_seconds: float = pydantic.Field(1.0, gt=0)  # one mock log line per interval
 
 
-@dataclasses.dataclass
+def _compact(pod: Pod) -> str:
+    """The pod as the mock keeps it: compact JSON without status and managedFields.
+
+    ~1 KB a pod instead of ~6-20 KB of dicts, which also keeps 10,000 pods' worth of containers
+    out of the garbage collector's way.
+    """
+    meta = pod.get("metadata") or {}
+    kept = {k: v for k, v in pod.items() if k != "status"}
+    if "managedFields" in meta:
+        kept["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return json.dumps(kept, separators=(",", ":"))
+
+
+@dataclasses.dataclass(slots=True)
 class _MockPod:
     ref: PodRef
-    pod: Pod
+    pod_json: str  # see _compact; read and written through ``pod``
     created: datetime.datetime
     pod_ip: str
     run_seconds: float | None
@@ -88,17 +103,30 @@ class _MockPod:
     volumes: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     secret_env: list[list[str]] = dataclasses.field(default_factory=list)
 
+    @property
+    def pod(self) -> Pod:
+        """A fresh copy of the pod (spec and metadata) as created or last updated."""
+        decoded: Pod = json.loads(self.pod_json)
+        return decoded
+
+    @pod.setter
+    def pod(self, pod: Pod) -> None:
+        self.pod_json = _compact(pod)
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["pod"] = json.loads(data.pop("pod_json"))
         data["created"] = self.created.isoformat()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _MockPod:
+        fields = {k: v for k, v in data.items() if k != "pod"}
         return cls(
             **{
-                **data,
+                **fields,
                 "ref": PodRef(**data["ref"]),
+                "pod_json": _compact(data["pod"]),
                 "created": datetime.datetime.fromisoformat(data["created"]),
             }
         )
@@ -108,7 +136,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-class MockProvider(MockObservability):  # logs, stats and ping: observability.py
+class MockProvider(MockObservability, MockExec, MockPortForward):  # see those modules
     name: ClassVar[str] = "mock"
     config_model: ClassVar[type[pydantic.BaseModel]] = MockConfig
 
@@ -246,7 +274,7 @@ class MockProvider(MockObservability):  # logs, stats and ping: observability.py
             )
         mock = _MockPod(
             ref=ref,
-            pod=pod,
+            pod_json=_compact(pod),
             created=_now(),
             pod_ip=await self.allocate_pod_ip(ref),
             run_seconds=annotation("run-seconds", float, self.config.run_seconds),

@@ -179,7 +179,9 @@ async def test_unknown_pod_container_and_paths(client_for: Any) -> None:
     assert resp.status == 404 and 'container "sidecar" not found in pod "web"' in await resp.text()
     assert (await client.get("/containerLogs/ns/web")).status == 400
     assert (await client.get("/containerLogs/ns/web/app?tailLines=x")).status == 400
-    assert (await client.get("/exec/ns/web/app")).status == 404
+    assert (await client.get("/run/ns/web/app")).status == 404  # not served
+    assert (await client.get("/portForward/ns/web")).status == 501  # LogsOnly cannot forward ports
+    assert (await client.get("/exec/ns/web/app")).status == 400  # no command: test_kubelet_exec.py
     assert (await client.post("/pods")).status == 405
 
 

@@ -28,6 +28,8 @@ JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# A list of objects' metadata only (no spec, no status): for comparing resourceVersions cheaply.
+PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(Exception):
@@ -129,8 +131,8 @@ class Kube:
             await self._session.close()
         await self.api_client.close()
 
-    async def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    async def _headers(self, content_type: str | None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         await self.api_client.update_params_for_auth(headers, [], ["BearerToken"])
@@ -150,6 +152,7 @@ class Kube:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         timeout: float = 30,
     ) -> Any:
         await self._limiter.acquire()
@@ -159,7 +162,7 @@ class Kube:
             method,
             self.url(path, query),
             data=data,
-            headers=await self._headers(content_type if data is not None else None),
+            headers=await self._headers(content_type if data is not None else None, accept),
             timeout=aiohttp.ClientTimeout(total=timeout),
             proxy=self._proxy,
             proxy_auth=self._proxy_auth,

@@ -5,6 +5,8 @@ Routes (every request is authenticated and authorized first, unknown paths inclu
 * ``GET /containerLogs/{namespace}/{pod}/{container}`` — logs, streamed while ``follow``;
 * ``GET /pods``, ``GET /runningpods/`` — PodList JSON from the pod cache;
 * ``GET /stats/summary`` — the Summary API; ``GET /metrics/resource`` — resource metrics;
+* ``POST|GET /exec/{namespace}/{pod}/{container}`` — ``kubectl exec`` over SPDY (exec.py);
+* ``POST|GET /portForward/{namespace}/{pod}`` — ``kubectl port-forward`` over SPDY (portforward.py);
 * ``GET /healthz``.
 """
 
@@ -40,7 +42,9 @@ from vk_operator.kubelet_api.auth import (
     Unauthenticated,
     request_attributes,
 )
+from vk_operator.kubelet_api.exec import ExecRoutes
 from vk_operator.kubelet_api.params import BadRequest, parse_log_options
+from vk_operator.kubelet_api.portforward import PortForwardRoutes
 from vk_operator.kubelet_api.tls import ServingCertificate
 from vk_operator.typing import LogsProvider, Provider, StatsProvider
 
@@ -106,6 +110,8 @@ class KubeletServer:
         app.router.add_get("/stats/summary/", self.stats_summary)
         app.router.add_get("/metrics/resource", self.resource_metrics)
         app.router.add_get("/healthz", self.healthz)
+        ExecRoutes(node_name=self.node_name, provider=self.provider, pods=self.pods).register(app)
+        PortForwardRoutes(node_name=self.node_name, provider=self.provider, pods=self.pods).register(app)
         return app
 
     async def start(self) -> int:

@@ -28,6 +28,7 @@ from vk_operator.domain.model import (
 )
 from vk_operator.domain.prepared import PERMANENT_REASONS, Preparation, prepare
 from vk_operator.kube import ApiError, Kube
+from vk_operator.kube.client import PARTIAL_METADATA_LIST
 from vk_operator.pods.events import EventRecorder
 from vk_operator.pods.sources import SourceFetcher
 from vk_operator.typing import PodNotifier, Provider
@@ -186,7 +187,8 @@ class PodController:
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
-        self.started = asyncio.Event()
+        self.started = asyncio.Event()  # the first resync is done: workers may run
+        self.adopted = asyncio.Event()  # ... and every pod it found has been reconciled once
         if isinstance(provider, PodNotifier):
             provider.notify_pods(self._on_provider_change)
 
@@ -198,10 +200,16 @@ class PodController:
             if self.cache.uid(key) == pod["metadata"]["uid"]:
                 del self.cache[key]
         else:
-            tracked = self.tracked.get(pod["metadata"]["uid"])
-            self.cache[key] = pod
-            if tracked and tracked.written_rv == _rv(pod) and not pod["metadata"].get("deletionTimestamp"):
-                return  # the echo of our own status write: nothing new to do
+            uid, rv = pod["metadata"]["uid"], _rv(pod)
+            # A version already in the cache was enqueued when it got there (by the resync, e.g.
+            # when kopf's initial events repeat what the first resync listed) or is our own write.
+            known = self.cache.uid(key) == uid and self.cache.rv(key) == rv
+            if not known:
+                self.cache[key] = pod
+            tracked = self.tracked.get(uid)
+            ours = tracked is not None and tracked.written_rv == rv  # the echo of our status write
+            if (known or ours) and not pod["metadata"].get("deletionTimestamp"):
+                return  # nothing new to do
         self.enqueue(key)
 
     def _on_provider_change(self, ref: PodRef) -> None:
@@ -249,6 +257,12 @@ class PodController:
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.enqueue(key)
+                self._check_adopted()
+
+    def _check_adopted(self) -> None:
+        if not self.adopted.is_set() and self.started.is_set() and not self._queued and not self._active:
+            self.adopted.set()
+            log.info("start-up: %d pods reconciled, %d in the provider", len(self.cache), len(self.tracked))
 
     async def _poll_loop(self) -> None:
         await self.started.wait()
@@ -264,6 +278,7 @@ class PodController:
             try:
                 await self.resync()
                 self.started.set()
+                self._check_adopted()  # nothing to reconcile at all
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -275,18 +290,20 @@ class PodController:
                 self.resync_interval if self.started.is_set() else self.backoff.delay(failures)
             )
 
-    async def _list_pages(self) -> AsyncIterator[tuple[list[Pod], int]]:
-        """Our pods, a page at a time (never all decoded at once), with the list's resourceVersion."""
+    async def _list_pages(self, metadata_only: bool = False) -> AsyncIterator[tuple[list[Pod], int]]:
+        """Our pods, a page at a time (never all decoded at once), with the list's resourceVersion.
+
+        ``metadata_only``: items carry only their metadata (a third of the bytes to decode).
+        """
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
         token = None
         while True:
-            page = await self.kube.get(
-                base,
-                fieldSelector=f"spec.nodeName={self.node_name}",
-                limit=500,
-                **({"continue": token} if token else {}),
-            )
-            yield page.get("items", []), _rv(page)
+            query = {"fieldSelector": f"spec.nodeName={self.node_name}", "limit": 500}
+            if token:
+                query["continue"] = token
+            accept = PARTIAL_METADATA_LIST if metadata_only else "application/json"
+            page = await self.kube.request("GET", base, query=query, accept=accept)
+            yield page.get("items") or [], _rv(page)  # an empty metadata list has "items": null
             token = page["metadata"].get("continue")
             if not token:
                 return
@@ -313,17 +330,12 @@ class PodController:
         with metrics.provider_call("list_pods"):
             provider_refs = await self.provider.list_pods()
         wanted: dict[Key, None] = {}  # ordered: orphans first, as they free names
-        listed: set[Key] = set()
-        list_rv = 0
-        changed: list[Key] = []
-        async for items, page_rv in self._list_pages():
-            list_rv = page_rv
-            for pod in items:
-                key = _key(pod)
-                listed.add(key)
-                if key not in self.cache or self.cache.rv(key) < _rv(pod):
-                    self.cache[key] = pod
-                    changed.append(key)
+        # After the first pass the cache is complete and normally current: list metadata only,
+        # then fetch the few pods found newer than the cache (a full list again if many are).
+        listed, list_rv, changed, stale = await self._compare_list(metadata_only=not full)
+        if len(stale) > 100:
+            listed, list_rv, changed, stale = await self._compare_list(metadata_only=False)
+        changed += await self._fetch(stale)
         for key in list(self.cache):
             if key not in listed and self.cache.rv(key) <= list_rv:
                 del self.cache[key]  # deleted while we were not watching
@@ -351,6 +363,42 @@ class PodController:
                 wanted[key] = None
         for key in wanted:
             self.enqueue(key)
+
+    async def _compare_list(self, metadata_only: bool) -> tuple[set[Key], int, list[Key], list[Key]]:
+        """List our pods against the cache: (keys listed, list resourceVersion, keys updated in the
+        cache, keys newer than the cache but listed without their object)."""
+        listed: set[Key] = set()
+        list_rv = 0
+        changed: list[Key] = []
+        stale: list[Key] = []
+        async for items, page_rv in self._list_pages(metadata_only):
+            list_rv = page_rv
+            for pod in items:
+                key = _key(pod)
+                listed.add(key)
+                if key not in self.cache or self.cache.rv(key) < _rv(pod):
+                    if metadata_only:
+                        stale.append(key)
+                    else:
+                        self.cache[key] = pod
+                        changed.append(key)
+        return listed, list_rv, changed, stale
+
+    async def _fetch(self, keys: list[Key]) -> list[Key]:
+        """Read the current objects of ``keys`` into the cache; returns the keys updated."""
+        updated = []
+        for namespace, name in keys:
+            try:
+                pod = await self.kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+                continue  # deleted since the list: the watch or the next resync says so
+            key = (namespace, name)
+            if key not in self.cache or self.cache.rv(key) < _rv(pod):
+                self.cache[key] = pod
+                updated.append(key)
+        return updated
 
     # -- reconciliation ------------------------------------------------------------------------------
     async def reconcile(self, key: Key) -> None:
