@@ -121,3 +121,26 @@ def test_pending_status_names_the_reason() -> None:
     )
     failed = pod_status.pending_status(_pod("a"), "ProviderFailed", "no", T0, phase=PodPhase.FAILED)
     assert failed["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted", "patch"),
+    [
+        (
+            {"phase": "Pending", "reason": "FailedMount", "message": "m"},
+            {"phase": "Running"},
+            {"phase": "Running", "reason": None, "message": None},
+        ),
+        ({"phase": "Pending"}, {"phase": "Running"}, {"phase": "Running"}),
+        (
+            None,
+            {"phase": "Failed", "reason": "ProviderFailed"},
+            {"phase": "Failed", "reason": "ProviderFailed"},
+        ),
+        ({"reason": "A"}, {"reason": "B"}, {"reason": "B"}),
+    ],
+)
+def test_status_patch_clears_reasons_we_no_longer_set(
+    current: dict[str, Any] | None, wanted: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    assert pod_status.status_patch(current, wanted) == patch

@@ -83,6 +83,11 @@ def up(directory: pathlib.Path) -> int:
     print(k("get", "nodes", "-o", "wide"), end="")
     print("\n$ kubectl get pods -o wide")
     print(k("get", "pods", "-o", "wide"), end="")
+    # Logs and exec reach the virtual kubelet's API through the apiserver, as for any node.
+    print("\n$ kubectl logs deployment/hello-virtual --tail=3")
+    print(k("logs", "deployment/hello-virtual", "--tail=3"), end="")
+    print("\n$ kubectl exec deployment/hello-virtual -- hostname")
+    print(k("exec", "deployment/hello-virtual", "--", "hostname"), end="")
     print(
         f"\nThe demo keeps running. Try:\n  export KUBECONFIG={cluster.admin_kubeconfig}\n"
         f"  {kubectl} get pods -o wide\n"

@@ -140,6 +140,20 @@ def pending_status(
     return status
 
 
+# Top-level status fields we set only sometimes: a strategic-merge patch keeps what it does not
+# mention, so when we stop setting one (a Pending reason after the pod runs) it must be nulled.
+_CLEARABLE = ("reason", "message")
+
+
+def status_patch(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``status`` to send so that the result equals ``wanted`` in the fields we own."""
+    patch = dict(wanted)
+    for key in _CLEARABLE:
+        if key not in wanted and (current or {}).get(key) is not None:
+            patch[key] = None
+    return patch
+
+
 def status_changed(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
     """Whether writing ``wanted`` would change anything, ignoring timestamps we re-derive."""
     return bool(_comparable(current or {}) != _comparable(wanted))

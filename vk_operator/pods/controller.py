@@ -541,7 +541,10 @@ class PodController:
             return
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
-        body = {"metadata": {"uid": meta["uid"]}, "status": status}
+        body = {
+            "metadata": {"uid": meta["uid"]},
+            "status": status_domain.status_patch(pod.get("status"), status),
+        }
         try:
             written = await self.kube.patch(path, body)
         except ApiError as exc:
