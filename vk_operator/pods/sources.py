@@ -6,6 +6,7 @@ same ConfigMap (every pod references kube-root-ca.crt) costs one read, not one p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -29,6 +30,12 @@ def _read_error(kind: str, namespace: str, name: str, exc: ApiError) -> env_doma
     )
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a shared read's error as seen even when nobody was waiting for it."""
+    if not future.cancelled():
+        future.exception()
+
+
 class SourceFetcher:
     def __init__(self, kube: Kube, provider: Provider, host_ip: str, ttl: float = 2.0) -> None:
         self.kube = kube
@@ -36,6 +43,7 @@ class SourceFetcher:
         self.host_ip = host_ip
         self.ttl = ttl
         self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._loading: dict[tuple[str, ...], asyncio.Future[Any]] = {}
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
@@ -43,10 +51,31 @@ class SourceFetcher:
         if hit and hit[0] > now:
             value: T = hit[1]
             return value
-        value = await load()
+        loading = self._loading.get(key)
+        if loading is not None:
+            # Another pod's reconcile is reading it: share that read. Without this, when an entry
+            # expires in a burst every worker reads it at once (the `default` Services, per pod).
+            shared: T = await asyncio.shield(loading)
+            return shared
+        loading = asyncio.get_running_loop().create_future()
+        loading.add_done_callback(_consume)
+        self._loading[key] = loading
+        try:
+            value = await load()
+        except BaseException as exc:
+            # Waiters retry their pods on an error; never hand them our own cancellation.
+            error = exc if isinstance(exc, Exception) else RuntimeError(f"reading {key} was interrupted")
+            loading.set_exception(error)
+            raise
+        finally:
+            del self._loading[key]
         if len(self._cache) > 10_000:  # bound memory: drop expired entries
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-        self._cache[key] = (now + self.ttl, value)
+        # A refusal is not cached: right after a pod is bound, the Node authorizer may not have
+        # seen it yet and refuses its ConfigMaps for a moment; the retry must ask again.
+        if not isinstance(value, env_domain.ReadError):
+            self._cache[key] = (now + self.ttl, value)
+        loading.set_result(value)
         return value
 
     async def _object(
