@@ -37,6 +37,7 @@ from common import (
     Environment,
     PodWatch,
     VirtualKubelet,
+    cleanup_external,
     common_arguments,
     create_pods,
     delete_pods,
@@ -240,11 +241,13 @@ async def ceiling_phase(
 
 async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     api = await Api.connect(env.admin_kubeconfig, limit=args.concurrency)
+    namespace = None
     try:
         namespace = await make_namespace(api)
         vk = await vk_phase(args, env, api, namespace)
         ceiling = None if args.no_ceiling else await ceiling_phase(args, env, api, namespace)
     finally:
+        await cleanup_external(api, env, namespace)
         await api.close()
     n = args.pods
     vk_rate = n / vk["running_from_first_create_s"]

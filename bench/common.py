@@ -576,6 +576,20 @@ async def make_namespace(api: Api, prefix: str = "bench") -> str:
     return name
 
 
+async def cleanup_external(api: Api, env: Environment, namespace: str | None) -> None:
+    """On a cluster we did not start: remove the bench's namespace (pods force-deleted) and Node."""
+    if env.cluster is not None:
+        return  # the whole control plane goes away
+    try:
+        if namespace:
+            force = {"gracePeriodSeconds": 0}
+            await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", force, ok_missing=True)
+            await api.request("DELETE", f"/api/v1/namespaces/{namespace}", ok_missing=True)
+        await api.request("DELETE", f"/api/v1/nodes/{env.node}", ok_missing=True)
+    except ApiError as exc:
+        say(f"(cleanup incomplete: {exc})")
+
+
 async def wait_node_ready(api: Api, node: str, vk: VirtualKubelet | None, timeout: float = 60) -> float:
     """Seconds until the Node exists with Ready=True (and its Lease renewed after ``vk`` started)."""
     started = time.monotonic()

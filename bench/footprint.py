@@ -25,6 +25,7 @@ from common import (
     VirtualKubelet,
     audit_args,
     audited_requests,
+    cleanup_external,
     common_arguments,
     create_pods,
     environment,
@@ -62,6 +63,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     print_settings(env.settings)
     figures: dict[str, Any] = {}
     rows: list[tuple[str, Any]] = []
+    namespace = None
     try:
         namespace = await make_namespace(api)
         with running_vk(vk):
@@ -79,7 +81,11 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
                 say(f"creating pods {created}..{step - 1} ...")
                 await create_pods(api, namespace, manifests, watch, args.concurrency)
                 timeout = max(120.0, len(names) / 20)
-                if not await watch.wait(lambda n=step: watch.running >= n, timeout, vk.check_alive):
+
+                def reached(target: int = step) -> bool:
+                    return watch.running >= target
+
+                if not await watch.wait(reached, timeout, vk.check_alive):
                     raise RuntimeError(f"only {watch.running}/{step} pods Running after {timeout:.0f}s")
                 created = step
                 await settle(vk, args.settle)
@@ -130,6 +136,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             for what, count in audited.items():
                 rows.append((f"  {what}", f"{count * per_minute:.1f}/min"))
     finally:
+        await cleanup_external(api, env, namespace)
         await api.close()
     figures["load_end"] = loadavg()
     rows.append(("load average (start -> end)", f"{env.settings['load_at_start']} -> {figures['load_end']}"))

@@ -29,6 +29,7 @@ from common import (
     Environment,
     PodWatch,
     VirtualKubelet,
+    cleanup_external,
     common_arguments,
     create_pods,
     environment,
@@ -77,6 +78,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     env.settings["mock_state"] = f"{state_file}, writes coalesced over {args.state_save_interval}s"
     print_settings(env.settings)
     figures: dict[str, Any] = {"pods": n}
+    namespace = None
     try:
         namespace = await make_namespace(api)
         watch = PodWatch(api, namespace, env.node)
@@ -134,6 +136,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             ("VK RSS after start-up", f"{rss:.0f} MB"),
         ]
     finally:
+        await cleanup_external(api, env, namespace)
         await api.close()
     figures["load_end"] = loadavg()
     rows.append(("load average (start -> end)", f"{env.settings['load_at_start']} -> {figures['load_end']}"))

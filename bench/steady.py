@@ -24,6 +24,7 @@ from common import (
     Environment,
     PodWatch,
     VirtualKubelet,
+    cleanup_external,
     common_arguments,
     environment,
     final_line,
@@ -86,6 +87,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     env.settings["vk_pod_workers"] = args.pod_workers
     env.settings["bench_concurrency"] = args.concurrency
     print_settings(env.settings)
+    namespace = None
     try:
         namespace = await make_namespace(api)
         with running_vk(vk):
@@ -109,6 +111,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
                 deleter.cancel()
             await watch.stop()
     finally:
+        await cleanup_external(api, env, namespace)
         await api.close()
     running = [watch.times[n].running for n in names if watch.times[n].running]
     drain = (max(running) - last) if done else None
