@@ -96,13 +96,13 @@ class StateCollector(Collector):
     def __init__(
         self,
         *,
-        pods: Callable[[], Iterable[Mapping[str, Any]]],
+        phase_counts: Callable[[], Mapping[str, int]],
         queue_depth: Callable[[], int],
         heartbeat_age: Callable[[], float | None],
         api_requests: Callable[[], int],
         tracked_pods: Callable[[], int] | None = None,
     ) -> None:
-        self._pods = pods
+        self._phase_counts = phase_counts
         self._queue_depth = queue_depth
         self._heartbeat_age = heartbeat_age
         self._api_requests = api_requests
@@ -110,7 +110,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         phases = GaugeMetricFamily("vk_pods", "Pods bound to this node, by phase", labels=["phase"])
-        counts = pods_by_phase(self._pods())
+        counts = self._phase_counts()
         for phase in (*self.PHASES, *sorted(set(counts) - set(self.PHASES))):
             phases.add_metric([phase], counts.get(phase, 0))
         yield phases

@@ -213,7 +213,10 @@ async def test_readyz_lists_each_check_and_fails_with_any() -> None:
 async def test_metrics_state_and_event_counters() -> None:
     pods = [{"status": {"phase": "Running"}}, {"status": {"phase": "Running"}}, {"status": {}}]
     state = metrics.StateCollector(
-        pods=lambda: pods, queue_depth=lambda: 4, heartbeat_age=lambda: 1.5, api_requests=lambda: 9
+        phase_counts=lambda: metrics.pods_by_phase(pods),
+        queue_depth=lambda: 4,
+        heartbeat_age=lambda: 1.5,
+        api_requests=lambda: 9,
     )
 
     # The counters are process-wide and other tests make provider calls too: compare deltas.

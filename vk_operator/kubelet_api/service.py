@@ -34,6 +34,12 @@ def default_client_ca(kube: Kube) -> str | None:
     return str(ca) if ca and pathlib.Path(str(ca)).is_file() else None
 
 
+def _phase_counts(cache: Any) -> Mapping[str, int]:
+    """Pods by phase; the pod cache counts without decoding pods (a scrape must stay cheap)."""
+    counter = getattr(cache, "phase_counts", None)
+    return counter() if counter is not None else metrics.pods_by_phase(cache.values())
+
+
 class KubeletAPI:
     def __init__(
         self,
@@ -84,7 +90,7 @@ class KubeletAPI:
         )
         self.csr = CSRRequester(kube, self.serving, self_approve=settings.serving_cert_self_approve)
         self.state = metrics.StateCollector(
-            pods=lambda: pods().values(),
+            phase_counts=lambda: _phase_counts(pods()),
             queue_depth=queue_depth,
             heartbeat_age=self.heartbeat_age,
             api_requests=lambda: kube.requests,
