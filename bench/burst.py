@@ -25,7 +25,6 @@ returned (sub-millisecond clock); the same from creationTimestamp (1 s resolutio
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import sys
@@ -41,8 +40,6 @@ from common import (
     common_arguments,
     create_pods,
     delete_pods,
-    environment,
-    final_line,
     gather_limited,
     latency_summary,
     loadavg,
@@ -51,6 +48,7 @@ from common import (
     print_settings,
     profiled,
     r,
+    run_benchmark,
     running_vk,
     say,
     table,
@@ -344,14 +342,7 @@ def main() -> int:
     parser.add_argument("--token", action="store_true", help="pods with automountServiceAccountToken=true")
     common_arguments(parser, workers=64)
     args = parser.parse_args()
-    try:
-        with environment(args) as env:
-            figures = asyncio.run(run(args, env))
-    except KeyboardInterrupt:
-        say("interrupted; control plane torn down")
-        return 130
-    final_line(figures)
-    return 0
+    return run_benchmark(args, run)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -798,3 +798,20 @@ async def delete_pods(
     first = time.time()
     await gather_limited(concurrency, [job(n) for n in names])
     return first, time.time()
+
+
+def run_benchmark(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Environment], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    prepare: Callable[[pathlib.Path, str], Sequence[str]] | None = None,
+) -> int:
+    """Every script's main: the environment, the run, the final JSON line; Ctrl-C tears down."""
+    try:
+        with environment(args, prepare=prepare) as env:
+            figures = asyncio.run(run(args, env))
+    except KeyboardInterrupt:
+        say("interrupted; control plane torn down")
+        return 130
+    final_line(figures)
+    return 0

@@ -28,14 +28,13 @@ from common import (
     cleanup_external,
     common_arguments,
     create_pods,
-    environment,
-    final_line,
     loadavg,
     make_namespace,
     pod_manifest,
     print_settings,
     profiled,
     r,
+    run_benchmark,
     running_vk,
     say,
     table,
@@ -153,14 +152,7 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=120.0, help="idle window (default 120)")
     common_arguments(parser, workers=64)
     args = parser.parse_args()
-    try:
-        with environment(args, prepare=audit_args) as env:
-            figures = asyncio.run(run(args, env))
-    except KeyboardInterrupt:
-        say("interrupted; control plane torn down")
-        return 130
-    final_line(figures)
-    return 0
+    return run_benchmark(args, run, prepare=audit_args)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from common import (
     VirtualKubelet,
     cleanup_external,
     common_arguments,
-    environment,
-    final_line,
     latency_summary,
     loadavg,
     make_namespace,
@@ -36,6 +34,7 @@ from common import (
     print_settings,
     profiled,
     r,
+    run_benchmark,
     running_vk,
     say,
     table,
@@ -194,14 +193,7 @@ def main() -> int:
     )
     common_arguments(parser, workers=64)
     args = parser.parse_args()
-    try:
-        with environment(args) as env:
-            figures = asyncio.run(run(args, env))
-    except KeyboardInterrupt:
-        say("interrupted; control plane torn down")
-        return 130
-    final_line(figures)
-    return 0
+    return run_benchmark(args, run)
 
 
 if __name__ == "__main__":
