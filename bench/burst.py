@@ -25,6 +25,7 @@ returned (sub-millisecond clock); the same from creationTimestamp (1 s resolutio
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import sys
@@ -59,6 +60,17 @@ from vk_operator.domain.model import ContainerPhase, ContainerStatus, PodPhase, 
 from vk_operator.domain.pod_status import pod_status
 
 
+async def wait_events_posted(vk: VirtualKubelet, timeout: float) -> float:
+    """When the VK's queue of Events to post is empty (they trail the status writes)."""
+    deadline = time.time() + timeout
+    while (await vk.metrics()).get("vk_events_pending", 0) > 0:
+        vk.check_alive()
+        if time.time() > deadline:
+            raise RuntimeError(f"Events still waiting to be posted after {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+    return time.time()
+
+
 async def vk_phase(args: argparse.Namespace, env: Environment, api: Api, namespace: str) -> dict[str, Any]:
     n = args.pods
     vk = VirtualKubelet(env, args)
@@ -89,6 +101,7 @@ async def vk_phase(args: argparse.Namespace, env: Environment, api: Api, namespa
             if not await watch.wait(lambda: watch.running >= n, timeout, vk.check_alive):
                 raise RuntimeError(f"only {watch.running}/{n} pods Running after {timeout:.0f}s")
             all_running = watch.last_running
+            events_posted = await wait_events_posted(vk, timeout)
             latencies = latency_summary(watch, names)
             say(f"all Running {all_running - last_create:.2f}s after the last create; deleting ...")
             first_delete, last_delete = await delete_pods(api, namespace, names, watch, args.concurrency)
@@ -104,6 +117,7 @@ async def vk_phase(args: argparse.Namespace, env: Environment, api: Api, namespa
         "create_s": last_create - first_create,
         "running_s": all_running - last_create,
         "running_from_first_create_s": all_running - first_create,
+        "events_posted_s": events_posted - last_create,
         "deleted_s": all_gone - last_delete,
         "delete_calls_s": last_delete - first_delete,
         "deleted_from_first_delete_s": all_gone - first_delete,
@@ -252,6 +266,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "pods": n,
         "running_s": r(vk["running_s"]),
+        "events_posted_s": r(vk["events_posted_s"]),
         "deleted_s": r(vk["deleted_s"]),
         "p50_s": vk["p50_s"],
         "p95_s": vk["p95_s"],
@@ -275,6 +290,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             f"{vk['create_s']:.2f} s  ({n / vk['create_s']:.0f}/s)",
         ),
         ("last create -> all Running", f"{vk['running_s']:.2f} s"),
+        ("last create -> all their Events posted", f"{vk['events_posted_s']:.2f} s"),
         ("first create -> all Running", f"{vk['running_from_first_create_s']:.2f} s  ({vk_rate:.0f} pods/s)"),
         (
             "bind->Running p50 / p95 / p99 / max",

@@ -368,11 +368,12 @@ class VirtualKubelet:
         return self.proc.returncode
 
     # -- /proc figures -------------------------------------------------------------------------------
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Resident memory now (``VmRSS``) or its high-water mark so far (``VmHWM``), in MiB."""
         for line in pathlib.Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)

@@ -88,10 +88,11 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
                     raise RuntimeError(f"only {watch.running}/{step} pods Running after {timeout:.0f}s")
                 created = step
                 await settle(vk, args.settle)
-                rss = vk.rss_mb()
+                rss, peak = vk.rss_mb(), vk.rss_mb("VmHWM")
                 figures[f"rss_{step}_mb"] = r(rss, 1)
-                rows.append((f"RSS, {step} pods Running", f"{rss:.1f} MB"))
-                say(f"RSS with {step} pods Running: {rss:.1f} MB")
+                figures[f"rss_peak_{step}_mb"] = r(peak, 1)
+                rows.append((f"RSS, {step} pods Running (peak so far)", f"{rss:.1f} MB ({peak:.1f} MB)"))
+                say(f"RSS with {step} pods Running: {rss:.1f} MB (peak so far {peak:.1f} MB)")
             await watch.stop()  # the bench's own watch is not the VK's cost
             say(f"idle for {args.idle_seconds:.0f}s with {created} pods ...")
             metrics_before = await vk.metrics()

@@ -9,7 +9,7 @@ import logging
 import platform
 from typing import Any
 
-from vk_operator import __version__
+from vk_operator import __version__, memory
 from vk_operator import provider_config as provider_config_source
 from vk_operator.config import ConfigError, Settings, load_provider_factory
 from vk_operator.domain.node import NodeIdentity
@@ -23,6 +23,7 @@ from vk_operator.typing import Closeable, ConfigurableProvider, Provider
 log = logging.getLogger(__name__)
 
 KUBELET_VERSION = f"v1.37.0-vk-{__version__}"
+_EVENT_FLUSH_SECONDS = 2.0  # at exit: post the Events still queued, if the API server lets us soon
 
 
 def _architecture() -> str:
@@ -63,6 +64,7 @@ class VirtualKubelet:
             namespace=settings.namespace,
             workers=settings.pod_workers,
             resync_interval=settings.resync_interval,
+            relist_interval=settings.relist_interval,
             backoff=Backoff(settings.retry_initial, settings.retry_cap, settings.pod_create_deadline),
         )
         self.kubelet_api = KubeletAPI(
@@ -72,6 +74,7 @@ class VirtualKubelet:
             pods=lambda: self.pods.cache,
             queue_depth=lambda: self.pods.queue_depth,
             tracked_pods=lambda: len(self.pods.tracked),
+            events_pending=lambda: self.pods.events.pending,
             node_uid=lambda: self.node.node_uid,
             last_heartbeat=lambda: self.node.last_heartbeat,
         )
@@ -121,6 +124,7 @@ class VirtualKubelet:
             asyncio.create_task(self.node.run_heartbeat(), name="node-heartbeat"),
             asyncio.create_task(self.node.run_status(), name="node-status"),
             *self.pods.start(),
+            asyncio.create_task(memory.release_after_bursts(lambda: self.pods.reconciles), name="memory"),
             *self.kubelet_api.background(),
         ]
         if self.config_watcher is not None:
@@ -128,6 +132,10 @@ class VirtualKubelet:
 
     async def stop(self) -> None:
         await self.kubelet_api.stop()
+        # Events already recorded (a deletion's, say) are posted if the API server lets us soon.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_EVENT_FLUSH_SECONDS):
+                await self.pods.events.flush()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

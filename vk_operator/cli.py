@@ -36,7 +36,14 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--client-qps": ("client_qps", {"type": float, "help": "API client queries per second"}),
     "--client-burst": ("client_burst", {"type": int, "help": "API client burst"}),
     "--pod-workers": ("pod_workers", {"type": int, "help": "concurrent pod reconcilers"}),
-    "--resync-interval": ("resync_interval", {"type": float, "help": "seconds between full resyncs"}),
+    "--resync-interval": (
+        "resync_interval",
+        {"type": float, "help": "seconds between comparisons of the provider's pods with ours (default 60)"},
+    ),
+    "--relist-interval": (
+        "relist_interval",
+        {"type": float, "help": "seconds between lists of the node's pods from the API server (default 600)"},
+    ),
     "--node-status-interval": ("node_status_interval", {"type": float}),
     "--lease-renew-interval": ("lease_renew_interval", {"type": float}),
     "--pod-create-deadline": (

@@ -46,7 +46,8 @@ class Settings(pydantic_settings.BaseSettings):
     node_status_interval: float = pydantic.Field(60.0, gt=0)
     lease_duration: int = pydantic.Field(40, ge=1)
     lease_renew_interval: float = pydantic.Field(10.0, gt=0)
-    resync_interval: float = pydantic.Field(60.0, gt=0)
+    resync_interval: float = pydantic.Field(60.0, gt=0)  # provider vs. our pods
+    relist_interval: float = pydantic.Field(600.0, gt=0)  # ... and our pods vs. a list from the API
     remove_node_on_exit: bool = False
     # A pod the provider keeps refusing (transient errors) fails after this long; permanent errors at once.
     pod_create_deadline: float = pydantic.Field(600.0, gt=0)

@@ -8,12 +8,12 @@ the start-up handler builds one from VK_* environment variables.
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
 import kopf
 
+from vk_operator import memory
 from vk_operator.app import VirtualKubelet
 from vk_operator.config import Settings
 from vk_operator.kube import Kube, load_configuration
@@ -36,19 +36,6 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
         pass
-
-
-def _tune_gc() -> None:
-    """Collect garbage in larger, rarer batches, and never re-scan what start-up loaded.
-
-    A pod decoded from JSON is ~150 containers; the resync's pages of 500 pods and bursts of watch
-    events allocate them by the hundred thousand, and with the default young-generation threshold
-    (700) that triggers full collections walking the whole heap: most of the idle CPU at 10,000
-    pods and a fifth of the CPU in a burst. Nearly all of it is acyclic and freed by refcounting.
-    """
-    gc.collect()
-    gc.freeze()  # modules, classes, kopf's registry: permanent, never garbage
-    gc.set_threshold(50_000, 20, 20)
 
 
 async def _supports_watch_list(kube: Kube) -> bool:
@@ -82,7 +69,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kopf keeps a worker per pod (holding its last event, ~20 KB of dicts) until it has been idle
     # this long: 5 s by default, i.e. thousands of them in a burst. Our handler only enqueues.
     settings.queueing.idle_timeout = 0.5
-    _tune_gc()
+    memory.tune()
     if memo.get("vk_owned"):
         await vk.start()
 

@@ -44,6 +44,11 @@ API_WRITES = Counter(
     ["verb", "resource", "code"],
     registry=REGISTRY,
 )
+EVENTS_DROPPED = Counter(
+    "vk_events_dropped_total",
+    "Events not posted because the queue of Events waiting to be posted was full",
+    registry=REGISTRY,
+)
 KUBELET_API_REQUESTS = Counter(
     "vk_kubelet_api_requests_total",
     "Requests to the kubelet API, by route and HTTP status code",
@@ -101,12 +106,14 @@ class StateCollector(Collector):
         heartbeat_age: Callable[[], float | None],
         api_requests: Callable[[], int],
         tracked_pods: Callable[[], int] | None = None,
+        events_pending: Callable[[], int] | None = None,
     ) -> None:
         self._phase_counts = phase_counts
         self._queue_depth = queue_depth
         self._heartbeat_age = heartbeat_age
         self._api_requests = api_requests
         self._tracked = tracked_pods
+        self._events_pending = events_pending
 
     def collect(self) -> Iterable[Metric]:
         phases = GaugeMetricFamily("vk_pods", "Pods bound to this node, by phase", labels=["phase"])
@@ -120,6 +127,10 @@ class StateCollector(Collector):
         if self._tracked is not None:
             yield GaugeMetricFamily(
                 "vk_provider_pods", "Pods this node tracks in the provider", value=self._tracked()
+            )
+        if self._events_pending is not None:
+            yield GaugeMetricFamily(
+                "vk_events_pending", "Events recorded, not yet posted", value=self._events_pending()
             )
         age = self._heartbeat_age()
         yield GaugeMetricFamily(

@@ -110,7 +110,7 @@ class ConfigMapWatcher:
             config = parse_configmap(self.factory, self.ref, configmap)
         except ConfigError as exc:
             log.warning("refused the new provider config, the old one keeps serving: %s", exc)
-            await self.events.record(
+            self.events.record(
                 obj, "ProviderConfigInvalid", f"refused; the old config keeps serving: {exc}", warning=True
             )
             return
@@ -118,10 +118,10 @@ class ConfigMapWatcher:
             await self.apply(config)
         except Exception as exc:
             log.warning("cannot apply the new provider config, the old one keeps serving: %s", exc)
-            await self.events.record(obj, "ProviderConfigNotApplied", str(exc), warning=True)
+            self.events.record(obj, "ProviderConfigNotApplied", str(exc), warning=True)
             return
         log.info("applied the new provider config from %s", self.ref)
-        await self.events.record(obj, "ProviderConfigApplied", "applied without restart")
+        self.events.record(obj, "ProviderConfigApplied", "applied without restart")
 
     async def run(self) -> None:
         collection = f"/api/v1/namespaces/{self.ref.namespace}/configmaps"

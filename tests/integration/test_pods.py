@@ -90,7 +90,7 @@ async def test_pod_runs_with_full_status_and_events(
 
 
 async def test_status_is_written_only_on_change(admin: Kube, namespace: str, virtual_node: StartNode) -> None:
-    vn = await virtual_node("--resync-interval", "1")
+    vn = await virtual_node("--resync-interval", "1", "--relist-interval", "1")
     await create_pod(admin, namespace, pod_manifest("quiet", vn.name))
     pod = await wait_phase(admin, namespace, "quiet", "Running")
     # Several resyncs happen in 4 s; none may produce a write (each write would bump resourceVersion).
@@ -390,7 +390,9 @@ async def test_periodic_resync_heals_missed_watch_events(admin: Kube, namespace:
     from vk_operator.pods.controller import PodController
 
     provider = MockProvider(node_name=node_name)
-    controller = PodController(admin, provider, node_name, "127.0.0.1", resync_interval=0.5, workers=2)
+    controller = PodController(
+        admin, provider, node_name, "127.0.0.1", resync_interval=0.5, relist_interval=0.5, workers=2
+    )
     tasks = controller.start()
     try:
         created = await create_pod(admin, namespace, pod_manifest("unwatched", node_name))

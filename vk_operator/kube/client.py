@@ -151,13 +151,16 @@ class Kube:
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        data: str | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float = 30,
     ) -> Any:
+        """``body`` is encoded as JSON; ``data`` is a body encoded already (see :meth:`encode`)."""
         await self._limiter.acquire()
         self.requests += 1
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        if body is not None:
+            data = self.encode(body)
         async with self.session.request(
             method,
             self.url(path, query),
@@ -177,6 +180,10 @@ class Kube:
             if not 200 <= resp.status < 300:
                 raise ApiError(resp.status, decoded, method, path)
             return decoded
+
+    @staticmethod
+    def encode(body: Any) -> str:
+        return json.dumps(body, separators=(",", ":"))
 
     async def get(self, path: str, **query: Any) -> Any:
         return await self.request("GET", path, query=query or None)

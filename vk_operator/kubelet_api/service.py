@@ -50,6 +50,7 @@ class KubeletAPI:
         pods: Callable[[], Mapping[PodKey, Pod]],
         queue_depth: Callable[[], int],
         tracked_pods: Callable[[], int],
+        events_pending: Callable[[], int],
         node_uid: Callable[[], str | None],
         last_heartbeat: Callable[[], float | None],
     ) -> None:
@@ -95,6 +96,7 @@ class KubeletAPI:
             heartbeat_age=self.heartbeat_age,
             api_requests=lambda: kube.requests,
             tracked_pods=tracked_pods,
+            events_pending=events_pending,
         )
         self.ops: OpsServer | None = None
         if settings.metrics_port:
