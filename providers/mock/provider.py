@@ -252,7 +252,7 @@ class MockProvider(MockObservability, MockExec, MockPortForward):  # see those m
         self.create_calls += 1
         pod = prepared.pod
         meta = pod["metadata"]
-        ref = PodRef(meta["namespace"], meta["name"], meta["uid"])
+        ref = PodRef.of(pod)
         attempt = self._count("create", ref.uid)
         self._save()
         annotations = meta.get("annotations") or {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 Pod = dict[str, Any]  # a pod as the API server sends it (wire JSON); we never build typed models
@@ -63,13 +65,20 @@ class ProviderPodStatus:
     message: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one per pod, held for its lifetime
 class PodRef:
     """A provider pod's identity: enough to match it to an API object after a restart."""
 
     namespace: str
     name: str
     uid: str
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> PodRef:
+        """The ref of an API pod, its strings interned: a node keeps each pod's UID, name and
+        namespace in several places (cache, tracking, provider), decoded from different events."""
+        meta = pod["metadata"]
+        return cls(sys.intern(meta["namespace"]), sys.intern(meta["name"]), sys.intern(meta["uid"]))
 
 
 class ProviderError(Exception):

@@ -26,8 +26,7 @@ class PreparedPod:
 
     @property
     def ref(self) -> PodRef:
-        meta = self.pod["metadata"]
-        return PodRef(meta["namespace"], meta["name"], meta["uid"])
+        return PodRef.of(self.pod)
 
 
 @dataclasses.dataclass(frozen=True)

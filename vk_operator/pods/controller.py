@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import hashlib
+import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
@@ -44,12 +47,7 @@ def _now() -> datetime.datetime:
 
 def _key(pod: Pod) -> Key:
     meta = pod["metadata"]
-    return meta["namespace"], meta["name"]
-
-
-def _ref(pod: Pod) -> PodRef:
-    meta = pod["metadata"]
-    return PodRef(meta["namespace"], meta["name"], meta["uid"])
+    return sys.intern(meta["namespace"]), sys.intern(meta["name"])  # see PodRef.of
 
 
 def _rv(obj: Pod) -> int:
@@ -88,10 +86,11 @@ class PodCache(MutableMapping[Key, Pod]):
         meta = pod.get("metadata") or {}
         if "managedFields" in meta:
             pod = {**pod, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        phase = (pod.get("status") or {}).get("phase")
         self._entries[key] = _Entry(
-            meta.get("uid", ""),
+            sys.intern(meta.get("uid", "")),
             _rv(pod),
-            (pod.get("status") or {}).get("phase"),
+            sys.intern(phase) if phase else None,
             bool(meta.get("deletionTimestamp")),
             packed.pack(pod),
         )
@@ -152,7 +151,7 @@ class _Tracked:
     attempts: int = 0
     first_failure: float | None = None
     written_rv: int = 0  # resourceVersion our last status write produced
-    spec_fingerprint: Any = None
+    spec_fingerprint: bytes | None = None
     deleting: bool = False
 
 
@@ -185,7 +184,8 @@ class PodController:
         self.sources = SourceFetcher(kube, provider, host_ip)
         self.cache = PodCache()
         self.tracked: dict[str, _Tracked] = {}  # by UID
-        self._uids: dict[Key, set[str]] = {}  # tracked UIDs by pod key: orphans found without a scan
+        # Tracked UIDs by pod key (nearly always one): orphans found without a scan.
+        self._uids: dict[Key, tuple[str, ...]] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -429,7 +429,7 @@ class PodController:
         uid = pod["metadata"]["uid"]
         # A pod of the same name but another UID is a different pod: the old one is an orphan.
         await self._remove_orphans(key, keep_uid=uid)
-        tracked = self._track(_ref(pod))
+        tracked = self._track(PodRef.of(pod))
         if pod["metadata"].get("deletionTimestamp"):
             await self._finish_deletion(pod, tracked)
         elif not tracked.in_provider:
@@ -441,7 +441,8 @@ class PodController:
         tracked = self.tracked.get(ref.uid)
         if tracked is None:
             tracked = self.tracked[ref.uid] = _Tracked(ref)
-            self._uids.setdefault((ref.namespace, ref.name), set()).add(ref.uid)
+            key = (ref.namespace, ref.name)
+            self._uids[key] = (*self._uids.get(key, ()), ref.uid)
         return tracked
 
     def _untrack(self, uid: str) -> None:
@@ -449,14 +450,14 @@ class PodController:
         if tracked is None:
             return
         key = (tracked.ref.namespace, tracked.ref.name)
-        uids = self._uids.get(key)
-        if uids is not None:
-            uids.discard(uid)
-            if not uids:
-                del self._uids[key]
+        others = tuple(u for u in self._uids.get(key, ()) if u != uid)
+        if others:
+            self._uids[key] = others
+        else:
+            self._uids.pop(key, None)
 
     async def _remove_orphans(self, key: Key, keep_uid: str | None = None) -> None:
-        for uid in list(self._uids.get(key, ())):
+        for uid in self._uids.get(key, ()):
             tracked = self.tracked.get(uid)
             if tracked is None or uid == keep_uid:
                 continue
@@ -541,7 +542,7 @@ class PodController:
             reported = _lost(pod)
         await self._write_status(pod, tracked, status_domain.pod_status(pod, reported, self.host_ip, _now()))
 
-    async def _update(self, pod: Pod, tracked: _Tracked, fingerprint: Any) -> None:
+    async def _update(self, pod: Pod, tracked: _Tracked, fingerprint: bytes) -> None:
         tracked.spec_fingerprint = fingerprint
         preparation = await self._prepare(pod)
         if preparation.prepared is None:
@@ -644,13 +645,15 @@ def _grace_left(pod: Pod) -> float:
     return (deadline - _now()).total_seconds()
 
 
-def _fingerprint(pod: Pod) -> Any:
-    """The spec fields a provider may act on after creation (images, deadlines)."""
+def _fingerprint(pod: Pod) -> bytes:
+    """The spec fields a provider may act on after creation (images, deadlines), as a digest:
+    16 bytes held per pod instead of the strings themselves."""
     spec = pod.get("spec", {})
-    return (
-        tuple((c.get("name"), c.get("image")) for c in spec.get("containers", [])),
+    fields = (
+        [(c.get("name"), c.get("image")) for c in spec.get("containers", [])],
         spec.get("activeDeadlineSeconds"),
     )
+    return hashlib.blake2b(json.dumps(fields).encode(), digest_size=16).digest()
 
 
 def _terminated(pod: Pod) -> ProviderPodStatus:
