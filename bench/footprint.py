@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--pods", default="1000,10000", help="pod counts to measure at (default 1000,10000)")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before reading RSS (default 15)")
     parser.add_argument("--idle-seconds", type=float, default=120.0, help="idle window (default 120)")
-    common_arguments(parser, workers=64)
+    common_arguments(parser, workers=16)
     args = parser.parse_args()
     return run_benchmark(args, run, prepare=audit_args)
 

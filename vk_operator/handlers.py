@@ -25,11 +25,12 @@ class _NoDiffBase(kopf.DiffBaseStorage):
     """No diff-base: pods have only on.event handlers, which never compare or store one.
 
     kopf still builds one per watch event (a deep copy of the whole pod) unless told otherwise:
-    a quarter of its per-event cost.
+    a quarter of its per-event cost. None (not an empty essence) also skips cleaning it of kopf's
+    progress annotations and diffing it, another 3 % of our CPU in a burst.
     """
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        return {}
+        return None
 
     def fetch(self, *, body: Any) -> Any:
         return None
