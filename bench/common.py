@@ -388,6 +388,16 @@ class VirtualKubelet:
         return parse_prometheus(text)
 
 
+async def settle(vk: VirtualKubelet, seconds: float) -> None:
+    """Wait ``seconds``, then until the VK's work queue is empty."""
+    await asyncio.sleep(seconds)
+    for _ in range(600):
+        vk.check_alive()
+        if (await vk.metrics()).get("vk_pod_queue_depth", 0) == 0:
+            return
+        await asyncio.sleep(0.5)
+
+
 def proc_cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime

@@ -37,19 +37,10 @@ from common import (
     run_benchmark,
     running_vk,
     say,
+    settle,
     table,
     wait_node_ready,
 )
-
-
-async def settle(vk: VirtualKubelet, seconds: float) -> None:
-    """Wait ``seconds``, then until the VK's work queue is empty."""
-    await asyncio.sleep(seconds)
-    for _ in range(600):
-        vk.check_alive()
-        if (await vk.metrics()).get("vk_pod_queue_depth", 0) == 0:
-            return
-        await asyncio.sleep(0.5)
 
 
 async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from common import (
     run_benchmark,
     running_vk,
     say,
+    settle,
     table,
     wait_node_ready,
 )
@@ -112,6 +113,8 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
                 raise RuntimeError("the probe pod did not become Running")
             probe_s = watch.times[probe].running - probe_started
             await watch.stop()
+            await settle(second, 15.0)
+            rss_settled = second.rss_mb()
         creates = json.loads(state_file.read_text())["calls"]["create"]
         recreated = sum(1 for count in creates.values() if count > 1)
         figures.update(
@@ -122,6 +125,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
                 "recreated": recreated,
                 "startup_cpu_s": r(cpu, 2),
                 "rss_after_startup_mb": r(rss, 1),
+                "rss_settled_mb": r(rss_settled, 1),
             }
         )
         rows = [
@@ -133,6 +137,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             ("pods created twice in the provider", recreated),
             ("VK CPU for the start-up", f"{cpu:.1f} s"),
             ("VK RSS after start-up", f"{rss:.0f} MB"),
+            ("VK RSS 15 s later (work queue empty)", f"{rss_settled:.0f} MB"),
         ]
     finally:
         await cleanup_external(api, env, namespace)

@@ -124,7 +124,7 @@ class VirtualKubelet:
             asyncio.create_task(self.node.run_heartbeat(), name="node-heartbeat"),
             asyncio.create_task(self.node.run_status(), name="node-status"),
             *self.pods.start(),
-            asyncio.create_task(memory.release_after_bursts(lambda: self.pods.reconciles), name="memory"),
+            asyncio.create_task(memory.release_after_bursts(lambda: self.pods.activity), name="memory"),
             *self.kubelet_api.background(),
         ]
         if self.config_watcher is not None:

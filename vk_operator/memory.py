@@ -41,7 +41,9 @@ def tune() -> None:
     from JSON is ~150 containers; resync pages and bursts of watch events allocate them by the
     hundred thousand, and with the default young-generation threshold (700) that triggers full
     collections walking the whole heap: most of the idle CPU at 10,000 pods and a fifth of the CPU
-    in a burst. Nearly all of it is acyclic and freed by refcounting.
+    in a burst. Nearly all of it is acyclic and freed by refcounting. 10,000 rather than more:
+    the cyclic garbage a burst leaves (tasks, futures) is freed sooner, so fewer heap pages are
+    ever touched (RSS at 10,000 pods 157 -> 150 MB at 50,000 -> 10,000).
 
     Fix glibc's mmap threshold at its default (128 KB): each TLS connection's read buffer (256 KB,
     asyncio's SSL protocol) is then mapped on its own and unmapped when the connection closes.
@@ -50,7 +52,7 @@ def tune() -> None:
     """
     gc.collect()
     gc.freeze()  # modules, classes, kopf's registry: permanent, never garbage
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(10_000, 20, 20)
     if _LIBC is not None:
         _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
@@ -73,6 +75,6 @@ async def release_after_bursts(
         now = activity()
         if now == seen and now - released_at >= min_activity:
             release()
-            log.debug("released free memory after %d units of activity", now - released_at)
+            log.debug("released free memory after %d events and reconciles", now - released_at)
             released_at = now
         seen = now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import VirtualKubeletProcess, eventually
+from vk_operator.devcluster import cluster as cluster_module
 from vk_operator.devcluster.cluster import Cluster, ClusterError, free_port
 from vk_operator.kube import Kube
 
@@ -27,6 +29,26 @@ def test_second_up_on_a_live_dir_is_a_clear_error(cluster: Cluster) -> None:
     with pytest.raises(ClusterError, match="already runs"):
         cluster.up()
     assert cluster.running() == before  # nothing stopped, no second etcd
+
+
+def test_a_port_taken_during_start_up_is_retried_on_new_ports(
+    cluster: Cluster, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd's port is taken between being picked and being bound: `up` starts again on new ports."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        picks = iter([taken])  # the first pick (etcd's client port) is the taken one
+        monkeypatch.setattr(cluster_module, "free_port", lambda: next(picks, None) or free_port())
+        second = Cluster(tmp_path / "cp")
+        try:
+            second.up()
+            assert second.state()["ports"]["etcd"] != taken  # type: ignore[index]
+            components = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+            assert set(second.running()) == components
+        finally:
+            second.down()
 
 
 def test_status_command_lists_every_component(cluster: Cluster) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 from typing import Any
 
@@ -109,6 +110,27 @@ async def test_state_survives_a_restart_and_counts_calls(tmp_path: pathlib.Path)
     assert again.calls["create"] == {"a": 1, "b": 1} and again.calls["delete"] == {"b": 1}
     with pytest.raises(ProviderError, match="created twice"):
         await again.create_pod(_prepared("a"))
+
+
+async def test_state_file_holds_a_pod_per_line_and_a_hand_written_one_loads_too(
+    tmp_path: pathlib.Path,
+) -> None:
+    state = tmp_path / "state.json"
+    provider = MockProvider(MockConfig(state_file=str(state)))
+    for name in ("a", "b", "c"):
+        await provider.create_pod(_prepared(name))
+    lines = state.read_text().splitlines()
+    assert len(lines) == 5  # header, one line per pod, calls and IPs
+    assert set(json.loads(state.read_text())["pods"]) == {"a", "b", "c"}  # still one JSON document
+    assert set(MockProvider(MockConfig(state_file=str(state))).pods) == {"a", "b", "c"}
+
+    state.write_text(json.dumps(json.loads(state.read_text()), indent=2))  # as a person might write it
+    reloaded = MockProvider(MockConfig(state_file=str(state)))
+    assert set(reloaded.pods) == {"a", "b", "c"} and reloaded.calls["create"] == {"a": 1, "b": 1, "c": 1}
+
+    state.write_text("\n".join(lines[:2]) + "\n")  # cut off after the first pod
+    with pytest.raises(ValueError, match="truncated"):
+        MockProvider(MockConfig(state_file=str(state)))
 
 
 async def test_vanished_pod_is_gone() -> None:

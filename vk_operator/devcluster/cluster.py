@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -42,6 +43,10 @@ class Options:
     controller_manager_args: Sequence[str] = ()
     scheduler_args: Sequence[str] = ()
     timeout: float = 120.0
+
+
+_START_ATTEMPTS = 3
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -134,6 +139,18 @@ class Cluster:
                 f"run `down --dir {self.dir}` first"
             )
         binaries = build.ensure_built()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start(options, binaries)
+                return
+            except ClusterError as exc:
+                # A port seen free can be taken before the component binds it (an outgoing
+                # connection's ephemeral port, another control plane): start again on new ports.
+                if "address already in use" not in str(exc) or attempt == _START_ATTEMPTS:
+                    raise
+                logger.warning("a port was taken while starting (attempt %d/%d)", attempt, _START_ATTEMPTS)
+
+    def _start(self, options: Options, binaries: dict[str, pathlib.Path]) -> None:
         self._reset()
         ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
         server = f"https://127.0.0.1:{ports['apiserver']}"

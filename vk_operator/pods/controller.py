@@ -190,7 +190,7 @@ class PodController:
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
-        self.reconciles = 0  # done so far (a measure of activity)
+        self.activity = 0  # watch events observed plus reconciles started, so far
         self.started = asyncio.Event()  # the first resync is done: workers may run
         self.adopted = asyncio.Event()  # ... and every pod it found has been reconciled once
         if isinstance(provider, PodNotifier):
@@ -199,6 +199,7 @@ class PodController:
     # -- inputs --------------------------------------------------------------------------------------
     def observe(self, event_type: str, pod: Pod) -> None:
         """A watch event from the API (kopf). Cheap: updates the cache and enqueues."""
+        self.activity += 1
         key = _key(pod)
         if event_type == "DELETED":
             if self.cache.uid(key) == pod["metadata"]["uid"]:
@@ -249,7 +250,7 @@ class PodController:
             key = await self._queue.get()
             self._queued.discard(key)
             self._active.add(key)
-            self.reconciles += 1
+            self.activity += 1
             try:
                 await self.reconcile(key)
             except asyncio.CancelledError:
