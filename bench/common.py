@@ -764,9 +764,14 @@ def latency_summary(watch: PodWatch, names: Sequence[str]) -> dict[str, float | 
 
 
 async def create_pods(
-    api: Api, namespace: str, manifests: Sequence[dict[str, Any]], watch: PodWatch | None, concurrency: int
+    api: Api,
+    namespace: str,
+    manifests: Sequence[dict[str, Any]],
+    watch: PodWatch | None,
+    concurrency: int,
+    created: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[float, float]:
-    """Create pods concurrently; returns (first sent, last returned) as time.time()."""
+    """Create pods concurrently, each handed to ``created`` as it returns; (first sent, last returned)."""
     path = f"/api/v1/namespaces/{namespace}/pods"
     bodies = [json.dumps(m, separators=(",", ":")).encode() for m in manifests]
 
@@ -775,8 +780,10 @@ async def create_pods(
             name = manifests[index]["metadata"]["name"]
             times = watch.pod(name) if watch else PodTimes()
             times.sent = time.time()
-            await api.request("POST", path, raw=bodies[index])
+            pod = await api.request("POST", path, raw=bodies[index])
             times.created = time.time()
+            if created:
+                created(pod)
 
         return run
 

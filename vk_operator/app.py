@@ -66,6 +66,8 @@ class VirtualKubelet:
             resync_interval=settings.resync_interval,
             relist_interval=settings.relist_interval,
             backoff=Backoff(settings.retry_initial, settings.retry_cap, settings.pod_create_deadline),
+            event_qps=settings.event_qps,
+            event_burst=settings.event_burst,
         )
         self.kubelet_api = KubeletAPI(
             settings,

@@ -42,6 +42,8 @@ class Settings(pydantic_settings.BaseSettings):
     log_level: str = "INFO"
     client_qps: float = pydantic.Field(50.0, ge=0)
     client_burst: int = pydantic.Field(100, ge=1)
+    event_qps: float = pydantic.Field(50.0, ge=0)  # the kubelet's defaults; Events have their own budget
+    event_burst: int = pydantic.Field(100, ge=1)
     pod_workers: int = pydantic.Field(16, ge=1)
     node_status_interval: float = pydantic.Field(60.0, gt=0)
     lease_duration: int = pydantic.Field(40, ge=1)

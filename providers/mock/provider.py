@@ -250,21 +250,33 @@ class MockProvider(MockObservability, MockExec, MockPortForward):  # see those m
             kind = "permanent" if failures.permanent else "transient"
             raise ProviderError(f"mock: injected {kind} failure of {call}", permanent=failures.permanent)
 
-    def _notify_later(self, delay: float, ref: PodRef) -> None:
-        if self._callback is not None:
-            asyncio.get_running_loop().call_later(max(delay, 0.0), self._callback, ref)
+    def _notify_at(self, moment: datetime.datetime, ref: PodRef) -> None:
+        """Call back once the status clock (wall time) has reached ``moment``.
+
+        Loop timers may fire a little early by that clock (uvloop's run on a cached millisecond
+        time): the status would not have changed yet and nothing would call back again, so an
+        early timer is set again for the rest.
+        """
+        if self._callback is None:
+            return
+        left = (moment - _now()).total_seconds()
+        if left > 0:
+            asyncio.get_running_loop().call_later(left, self._notify_at, moment, ref)
+        else:
+            self._callback(ref)
 
     def _schedule_notifications(self, mock: _MockPod) -> None:
         """Tell the core when this pod's status changes by itself (started, exited, vanished)."""
-        elapsed = (_now() - mock.created).total_seconds()
         moments = [mock.start_seconds]
         if mock.run_seconds is not None:
             moments.append(mock.start_seconds + mock.run_seconds)
         if mock.vanish_seconds is not None:
             moments.append(mock.vanish_seconds)
+        now = _now()
         for at in moments:
-            if at > elapsed:
-                self._notify_later(at - elapsed, mock.ref)
+            moment = mock.created + datetime.timedelta(seconds=at)
+            if moment > now:
+                self._notify_at(moment, mock.ref)
 
     # -- Provider --------------------------------------------------------------------------------
     async def create_pod(self, prepared: PreparedPod) -> None:

@@ -148,3 +148,39 @@ def test_config_rejects_bad_values_naming_each_field() -> None:
         MockConfig.model_validate({"start_latency_seconds": -1, "failures": {"fail_ratio": 2}, "bogus": 1})
     fields = {".".join(str(p) for p in e["loc"]) for e in error.value.errors()}
     assert fields == {"start_latency_seconds", "failures.fail_ratio", "bogus"}
+
+
+def test_a_timer_that_fires_early_by_the_status_clock_is_set_again_for_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvloop's timers run on a cached millisecond clock: one may fire just before the moment the
+    # status (wall clock) changes; calling back then would report no change and never call again.
+    from providers.mock import provider as module
+
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    clock = [start]
+    timers: list[tuple[float, Any, tuple[Any, ...]]] = []
+
+    class Loop:
+        def call_later(self, delay: float, callback: Any, *args: Any) -> None:
+            timers.append((delay, callback, args))
+
+    monkeypatch.setattr(module, "_now", lambda: clock[0])
+    monkeypatch.setattr(module.asyncio, "get_running_loop", lambda: Loop())
+    provider = MockProvider()
+    called: list[PodRef] = []
+    provider.notify_pods(called.append)
+    ref = PodRef("ns", "p-u1", "u1")
+
+    provider._notify_at(start + datetime.timedelta(seconds=1), ref)
+    [(delay, callback, args)] = timers
+    assert delay == 1.0
+    timers.clear()
+    clock[0] = start + datetime.timedelta(seconds=0.999)  # the timer fires 1 ms early
+    callback(*args)
+    assert called == []
+    [(delay, callback, args)] = timers
+    assert delay == pytest.approx(0.001)
+    clock[0] = start + datetime.timedelta(seconds=1)
+    callback(*args)
+    assert called == [ref]

@@ -30,7 +30,8 @@ TYPICAL_POD = {
         "",
         {"metadata": {"annotations": {"note": 'ünïcødé ✓ and "quotes" and \\ and \n'}}},
         {"spec": {"containers": [{"name": f"c{i}", "args": ["x" * 1000]} for i in range(20)]}},
-        {"numbers": [0, -1, 1.5, 10**20], "flags": [True, False, None]},
+        # Kubernetes' integers are int32/int64: the extremes of int64 round-trip.
+        {"numbers": [0, -1, 1.5, 2**63 - 1, -(2**63)], "flags": [True, False, None]},
     ],
     ids=["pod", "empty-dict", "empty-list", "null", "empty-string", "unicode", "large", "scalars"],
 )

@@ -1,5 +1,5 @@
 """The Kubernetes API client layer: raw JSON requests over kubernetes-asyncio's transport."""
 
-from vk_operator.kube.client import ApiError, Kube, load_configuration
+from vk_operator.kube.client import ApiError, Kube, RateLimiter, load_configuration
 
-__all__ = ["ApiError", "Kube", "load_configuration"]
+__all__ = ["ApiError", "Kube", "RateLimiter", "load_configuration"]

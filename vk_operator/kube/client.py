@@ -8,7 +8,6 @@ session; we send raw JSON through it because building typed models per pod event
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pathlib
 import time
@@ -18,6 +17,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import aiohttp.helpers
+import orjson
 import yarl
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
@@ -74,8 +74,8 @@ def _env_proxy(host: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
     return str(proxy), auth
 
 
-class _TokenBucket:
-    """Client-side rate limit (QPS with a burst), like client-go's, so we never flood the server."""
+class RateLimiter:
+    """Client-side rate limit (QPS with a burst), like client-go's token bucket; qps 0: unlimited."""
 
     def __init__(self, qps: float, burst: int) -> None:
         self.qps = qps
@@ -104,7 +104,7 @@ class Kube:
     def __init__(self, configuration: k8s_client.Configuration, qps: float = 0, burst: int = 0) -> None:
         self.configuration = configuration
         self.api_client = k8s_client.ApiClient(configuration)
-        self._limiter = _TokenBucket(qps, burst)
+        self._limiter = RateLimiter(qps, burst)
         self.requests = 0  # total sent, for metrics and benchmarks
         # The environment's proxy settings are read once: kubernetes-asyncio's session trusts the
         # environment, which makes aiohttp look them up (and parse ~/.netrc) in a worker thread for
@@ -151,13 +151,17 @@ class Kube:
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
-        data: str | None = None,
+        data: bytes | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float = 30,
+        limiter: RateLimiter | None = None,
     ) -> Any:
-        """``body`` is encoded as JSON; ``data`` is a body encoded already (see :meth:`encode`)."""
-        await self._limiter.acquire()
+        """``body`` is encoded as JSON; ``data`` is a body encoded already (see :meth:`encode`).
+
+        ``limiter`` replaces the client's own rate limit (Events have a budget of their own).
+        """
+        await (limiter or self._limiter).acquire()
         self.requests += 1
         if body is not None:
             data = self.encode(body)
@@ -172,8 +176,8 @@ class Kube:
         ) as resp:
             raw = await resp.read()
             try:
-                decoded = json.loads(raw) if raw else None
-            except ValueError:
+                decoded = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
                 decoded = raw.decode(errors="replace")
             if method != "GET":
                 metrics.api_write(method, metrics.resource_of(path), resp.status)
@@ -182,8 +186,8 @@ class Kube:
             return decoded
 
     @staticmethod
-    def encode(body: Any) -> str:
-        return json.dumps(body, separators=(",", ":"))
+    def encode(body: Any) -> bytes:
+        return orjson.dumps(body)
 
     async def get(self, path: str, **query: Any) -> Any:
         return await self.request("GET", path, query=query or None)
@@ -214,7 +218,7 @@ class Kube:
             async for line in resp.content:
                 if not line.strip():
                     continue
-                event: JSON = json.loads(line)
+                event: JSON = orjson.loads(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object", {})
                     raise ApiError(int(status.get("code", 500)), status, "WATCH", path)

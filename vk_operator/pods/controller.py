@@ -169,6 +169,8 @@ class PodController:
         relist_interval: float = 600.0,
         status_poll_interval: float = 5.0,
         backoff: Backoff | None = None,
+        event_qps: float = 50.0,
+        event_burst: int = 100,
     ) -> None:
         self.kube = kube
         self.provider = provider
@@ -180,7 +182,7 @@ class PodController:
         self.relist_interval = relist_interval
         self.status_poll_interval = status_poll_interval
         self.backoff = backoff or Backoff()
-        self.events = EventRecorder(kube, node_name)
+        self.events = EventRecorder(kube, node_name, qps=event_qps, burst=event_burst)
         self.sources = SourceFetcher(kube, provider, host_ip)
         self.cache = PodCache()
         self.tracked: dict[str, _Tracked] = {}  # by UID

@@ -2,9 +2,10 @@
 
 Like client-go's event broadcaster, which the kubelet uses: ``record`` logs the event and queues
 it, and a few sender tasks post the queue. A status write therefore never waits for an Event's
-round trip, and under load Events trail the status writes instead of slowing them. A full queue
-drops the newest Event (counted in ``vk_events_dropped_total``) rather than hold up pods or grow
-without bound.
+round trip. Events have their own rate limit, the kubelet's ``--event-qps``/``--event-burst``
+(50/100 by default): in a burst of pods they trail the status writes instead of competing with
+them for the API server. A full queue drops the newest Event (counted in
+``vk_events_dropped_total``) rather than hold up pods or grow without bound.
 """
 
 from __future__ import annotations
@@ -16,18 +17,28 @@ import uuid
 from typing import Any
 
 from vk_operator import metrics
-from vk_operator.kube import Kube
+from vk_operator.kube import Kube, RateLimiter
 
 log = logging.getLogger(__name__)
 
 
 class EventRecorder:
-    def __init__(self, kube: Kube, node_name: str, *, senders: int = 4, max_pending: int = 10_000) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        node_name: str,
+        *,
+        qps: float = 50.0,
+        burst: int = 100,
+        senders: int = 4,
+        max_pending: int = 10_000,
+    ) -> None:
         self.kube = kube
         self.node_name = node_name
         self.senders = senders
+        self._limiter = RateLimiter(qps, burst)
         # Events are kept encoded while they wait: 0.6 KB each instead of ~2 KB of dicts.
-        self._pending: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue(max_pending)
+        self._pending: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(max_pending)
         self._tasks: list[asyncio.Task[None]] = []
 
     def record(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
@@ -84,7 +95,9 @@ class EventRecorder:
         while True:
             namespace, reason, encoded = await self._pending.get()
             try:
-                await self.kube.request("POST", f"/api/v1/namespaces/{namespace}/events", data=encoded)
+                await self.kube.request(
+                    "POST", f"/api/v1/namespaces/{namespace}/events", data=encoded, limiter=self._limiter
+                )
             except Exception as exc:  # an API error or a lost connection: losing an event stops nothing
                 log.warning("cannot record event %s in %s: %s", reason, namespace, exc)
             finally:
