@@ -389,11 +389,12 @@ class VirtualKubelet:
 
 
 async def settle(vk: VirtualKubelet, seconds: float) -> None:
-    """Wait ``seconds``, then until the VK's work queue is empty."""
+    """Wait ``seconds``, then until the VK has nothing left to do: no pod queued, no Event queued."""
     await asyncio.sleep(seconds)
     for _ in range(600):
         vk.check_alive()
-        if (await vk.metrics()).get("vk_pod_queue_depth", 0) == 0:
+        metrics = await vk.metrics()
+        if metrics.get("vk_pod_queue_depth", 0) == 0 and metrics.get("vk_events_pending", 0) == 0:
             return
         await asyncio.sleep(0.5)
 

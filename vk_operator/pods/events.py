@@ -31,7 +31,7 @@ class EventRecorder:
         qps: float = 50.0,
         burst: int = 100,
         senders: int = 4,
-        max_pending: int = 10_000,
+        max_pending: int = 1_000,  # as client-go's broadcaster: bounded memory, drops when full
     ) -> None:
         self.kube = kube
         self.node_name = node_name
