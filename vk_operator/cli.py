@@ -154,7 +154,7 @@ async def _run(settings: Settings) -> int:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed, as ``kopf run`` does: its transports and TLS cost a burst less CPU."""
+    """uvloop when installed, as ``kopf run`` does: both entry points run on the same kind of loop."""
     try:
         import uvloop
     except ImportError:
