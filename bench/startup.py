@@ -115,8 +115,8 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             await watch.stop()
             await settle(second, 15.0)
             rss_settled = second.rss_mb()
-        creates = json.loads(state_file.read_text())["calls"]["create"]
-        recreated = sum(1 for count in creates.values() if count > 1)
+        created = json.loads(state_file.read_text())["calls"].get("created", {})
+        recreated = sum(1 for count in created.values() if count > 1)
         figures.update(
             {
                 "startup_s": r(adopted_s, 2),

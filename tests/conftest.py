@@ -177,7 +177,7 @@ class VirtualNode:
         try:
             return json.loads(self.state_file.read_text())  # type: ignore[no-any-return]
         except FileNotFoundError:
-            return {"pods": {}, "calls": {"create": {}, "delete": {}}}
+            return {"pods": {}, "calls": {"create": {}, "created": {}, "delete": {}}}
 
     def provider_uids(self) -> set[str]:
         return set(self.provider_state()["pods"])

@@ -11,14 +11,17 @@ from typing import Any
 
 from vk_operator import __version__, memory
 from vk_operator import provider_config as provider_config_source
-from vk_operator.config import ConfigError, Settings, load_provider_factory
+from vk_operator.config import ConfigError, ProviderStartError, Settings, load_provider_factory
+from vk_operator.domain.errors import ProviderError
 from vk_operator.domain.node import NodeIdentity
+from vk_operator.guard import ProviderGuard
 from vk_operator.kube import Kube
 from vk_operator.kubelet_api.service import KubeletAPI
 from vk_operator.kubelet_api.tls import TLSConfigError
 from vk_operator.node.agent import NodeAgent
-from vk_operator.pods.controller import Backoff, PodController
-from vk_operator.typing import Closeable, ConfigurableProvider, Provider
+from vk_operator.pods.backoff import Backoff
+from vk_operator.pods.controller import PodController
+from vk_operator.provider import Closeable, ConfigurableProvider, Provider, Startable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class VirtualKubelet:
         self.settings = settings
         self.kube = kube
         self.provider = provider
+        self.guard = ProviderGuard(settings.call_timeouts)
         self.identity = NodeIdentity(
             name=settings.nodename,
             provider=settings.provider,
@@ -55,6 +59,7 @@ class VirtualKubelet:
             lease_duration=settings.lease_duration,
             lease_renew_interval=settings.lease_renew_interval,
             status_interval=settings.node_status_interval,
+            guard=self.guard,
         )
         self.pods = PodController(
             kube,
@@ -65,20 +70,28 @@ class VirtualKubelet:
             workers=settings.pod_workers,
             resync_interval=settings.resync_interval,
             relist_interval=settings.relist_interval,
+            status_poll_interval=settings.status_poll_interval,
+            status_poll_fast=settings.status_poll_fast,
+            status_poll_slow=settings.status_poll_slow,
+            status_poll_budget=settings.status_poll_budget,
             backoff=Backoff(settings.retry_initial, settings.retry_cap, settings.pod_create_deadline),
             event_qps=settings.event_qps,
             event_burst=settings.event_burst,
+            guard=self.guard,
+            allocatable=self.node.allocatable,
         )
         self.kubelet_api = KubeletAPI(
             settings,
             kube,
             provider,
-            pods=lambda: self.pods.cache,
+            pods=lambda: self.pods.pods,
             queue_depth=lambda: self.pods.queue_depth,
-            tracked_pods=lambda: len(self.pods.tracked),
+            tracked_pods=lambda: self.pods.store.in_provider,
             events_pending=lambda: self.pods.events.pending,
             node_uid=lambda: self.node.node_uid,
             last_heartbeat=lambda: self.node.last_heartbeat,
+            guard=self.guard,
+            allocatable=self.node.allocatable,
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self.config_watcher: provider_config_source.ConfigMapWatcher | None = None
@@ -95,7 +108,14 @@ class VirtualKubelet:
         except BaseException:
             await kube.close()
             raise
-        vk = cls(settings, kube, factory(provider_config, settings.nodename))
+        provider = factory(provider_config, settings.nodename)
+        if isinstance(provider, Startable):
+            try:
+                await ProviderGuard(settings.call_timeouts).call("start", provider.start)
+            except ProviderError as exc:
+                await kube.close()
+                raise ProviderStartError(f"provider {settings.provider} cannot start: {exc}") from exc
+        vk = cls(settings, kube, provider)
         ref = provider_config_source.ConfigMapRef.parse(settings.provider_config)
         if ref is not None and configmap is not None:
             vk.config_watcher = provider_config_source.ConfigMapWatcher(

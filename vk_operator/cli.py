@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 
 from vk_operator import __version__
-from vk_operator.config import ConfigError, Settings, format_validation_error
+from vk_operator.config import ConfigError, ProviderStartError, Settings, format_validation_error
 from vk_operator.kube import ApiError
 
 EXIT_CONFIG = 2
@@ -58,6 +58,29 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": float, "help": "first retry delay (seconds), doubled each time"},
     ),
     "--retry-cap": ("retry_cap", {"type": float, "help": "longest retry delay (seconds)"}),
+    **{
+        f"--provider-timeout-{kind}": (
+            f"provider_timeout_{kind}",
+            {"type": float, "help": f"seconds before a provider {kind} call is cut and retried"},
+        )
+        for kind in ("create", "update", "delete", "status", "list", "other")
+    },
+    "--status-poll-interval": (
+        "status_poll_interval",
+        {"type": float, "help": "seconds between status polls of each pod (providers without push)"},
+    ),
+    "--status-poll-fast": (
+        "status_poll_fast",
+        {"type": float, "help": "seconds between bulk status polls while pods are in transition (2)"},
+    ),
+    "--status-poll-slow": (
+        "status_poll_slow",
+        {"type": float, "help": "seconds between bulk status polls when all pods are steady (30)"},
+    ),
+    "--status-poll-budget": (
+        "status_poll_budget",
+        {"type": float, "help": "most bulk status polls a minute (60)"},
+    ),
 }
 
 
@@ -186,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except ApiError as exc:
         print(f"virtual-kubelet: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except ProviderStartError as exc:
+        print(f"virtual-kubelet: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

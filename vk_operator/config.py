@@ -12,7 +12,8 @@ import pydantic
 import pydantic_settings
 import yaml
 
-from vk_operator.typing import ProviderFactory
+from vk_operator.guard import CallTimeouts
+from vk_operator.provider import ProviderFactory
 
 ENTRY_POINT_GROUP = "vk_operator.providers"
 
@@ -55,6 +56,19 @@ class Settings(pydantic_settings.BaseSettings):
     pod_create_deadline: float = pydantic.Field(600.0, gt=0)
     retry_initial: float = pydantic.Field(0.5, gt=0)
     retry_cap: float = pydantic.Field(30.0, gt=0)
+    # Provider calls: each kind is cut after this many seconds (a timed-out call is transient).
+    provider_timeout_create: float = pydantic.Field(120.0, gt=0)
+    provider_timeout_update: float = pydantic.Field(60.0, gt=0)
+    provider_timeout_delete: float = pydantic.Field(120.0, gt=0)
+    provider_timeout_status: float = pydantic.Field(30.0, gt=0)
+    provider_timeout_list: float = pydantic.Field(60.0, gt=0)
+    provider_timeout_other: float = pydantic.Field(30.0, gt=0)
+    # Status of providers that cannot push it: per pod every interval, or (bulk) fast while pods are
+    # in transition and slow when all are steady, at most budget calls a minute.
+    status_poll_interval: float = pydantic.Field(5.0, gt=0)
+    status_poll_fast: float = pydantic.Field(2.0, gt=0)
+    status_poll_slow: float = pydantic.Field(30.0, gt=0)
+    status_poll_budget: float = pydantic.Field(60.0, gt=0)
 
     # -- kubelet API (HTTPS) and operational endpoints -------------------------------------------
     address: str = "0.0.0.0"  # where the kubelet API listens
@@ -70,6 +84,17 @@ class Settings(pydantic_settings.BaseSettings):
     authorization_webhook_cache_authorized_ttl: float = pydantic.Field(300.0, ge=0)
     authorization_webhook_cache_unauthorized_ttl: float = pydantic.Field(30.0, ge=0)
     metrics_port: int = pydantic.Field(10255, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: off
+
+    @property
+    def call_timeouts(self) -> CallTimeouts:
+        return CallTimeouts(
+            create=self.provider_timeout_create,
+            update=self.provider_timeout_update,
+            delete=self.provider_timeout_delete,
+            status=self.provider_timeout_status,
+            list=self.provider_timeout_list,
+            other=self.provider_timeout_other,
+        )
 
     @pydantic.model_validator(mode="after")
     def _tls_sources(self) -> Settings:
@@ -109,14 +134,18 @@ class ConfigError(Exception):
     """Configuration is invalid; the message names every wrong field."""
 
 
-def provider_factories() -> dict[str, ProviderFactory]:
-    factories: dict[str, ProviderFactory] = {}
+class ProviderStartError(Exception):
+    """The provider's start() failed (credentials, pre-flight checks): one line, nothing registered."""
+
+
+def provider_factories() -> dict[str, ProviderFactory[Any]]:
+    factories: dict[str, ProviderFactory[Any]] = {}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         factories[entry.name] = entry.load()
     return factories
 
 
-def load_provider_factory(name: str) -> ProviderFactory:
+def load_provider_factory(name: str) -> ProviderFactory[Any]:
     factories = provider_factories()
     if name not in factories:
         known = ", ".join(sorted(factories)) or "none"
@@ -151,14 +180,14 @@ def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
     return f"{source}: {problems}"
 
 
-def validate_provider_config(factory: ProviderFactory, data: dict[str, Any], source: str) -> Any:
+def validate_provider_config(factory: ProviderFactory[Any], data: dict[str, Any], source: str) -> Any:
     try:
         return factory.config_model.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from exc
 
 
-def load_provider_config(factory: ProviderFactory, path: str | None) -> Any:
+def load_provider_config(factory: ProviderFactory[Any], path: str | None) -> Any:
     if path is None:
         return validate_provider_config(factory, {}, "(defaults)")
     file = pathlib.Path(path)

@@ -38,6 +38,11 @@ PROVIDER_CALL_SECONDS = Histogram(
 PROVIDER_CALL_ERRORS = Counter(
     "vk_provider_call_errors_total", "Provider calls that raised, by method", ["method"], registry=REGISTRY
 )
+PROVIDER_THROTTLED = Counter(
+    "vk_provider_throttled_total",
+    "Provider calls answered with a throttling error (every call then waits for its retry-after)",
+    registry=REGISTRY,
+)
 API_WRITES = Counter(
     "vk_api_writes_total",
     "Writes to the Kubernetes API, by verb, resource and HTTP status code",

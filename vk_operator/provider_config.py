@@ -17,7 +17,7 @@ from typing import Any
 from vk_operator.config import ConfigError, load_provider_config, parse_config_text, validate_provider_config
 from vk_operator.kube import ApiError, Kube
 from vk_operator.pods.events import EventRecorder
-from vk_operator.typing import ProviderFactory
+from vk_operator.provider import ProviderFactory
 
 log = logging.getLogger(__name__)
 CONFIGMAP_PREFIX = "configmap:"
@@ -55,13 +55,15 @@ def config_text(ref: ConfigMapRef, configmap: dict[str, Any]) -> tuple[str, str]
     raise ConfigError(f"{ref}: no key {' or '.join(CONFIG_KEYS)}")
 
 
-def parse_configmap(factory: ProviderFactory, ref: ConfigMapRef, configmap: dict[str, Any]) -> Any:
+def parse_configmap(factory: ProviderFactory[Any], ref: ConfigMapRef, configmap: dict[str, Any]) -> Any:
     text, key = config_text(ref, configmap)
     source = f"{ref} key {key}"
     return validate_provider_config(factory, parse_config_text(text, key), source)
 
 
-async def load(factory: ProviderFactory, source: str | None, kube: Kube) -> tuple[Any, dict[str, Any] | None]:
+async def load(
+    factory: ProviderFactory[Any], source: str | None, kube: Kube
+) -> tuple[Any, dict[str, Any] | None]:
     """The validated config and, for a ConfigMap source, the ConfigMap it came from."""
     ref = ConfigMapRef.parse(source)
     if ref is None:
@@ -81,7 +83,7 @@ class ConfigMapWatcher:
     def __init__(
         self,
         kube: Kube,
-        factory: ProviderFactory,
+        factory: ProviderFactory[Any],
         ref: ConfigMapRef,
         current: dict[str, Any],
         apply: Callable[[Any], Awaitable[None]],

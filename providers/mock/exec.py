@@ -28,12 +28,19 @@ import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vk_operator.domain.exec import ExecError, ExecIO
-from vk_operator.domain.logs import LogEntry, LogOptions
-from vk_operator.domain.model import ContainerPhase, PodRef, ProviderPodStatus
+from providers.mock import clock
+from vk_operator.provider import (
+    ContainerPhase,
+    ExecError,
+    ExecIO,
+    LogEntry,
+    LogOptions,
+    PodRef,
+    ProviderPodStatus,
+)
 
 if TYPE_CHECKING:
-    from providers.mock.provider import _MockPod
+    from providers.mock.state import _MockPod
 
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "/bin/sh", "/bin/bash", "/bin/ash", "/bin/dash"})
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*)|(\?))")
@@ -41,10 +48,6 @@ _OPERATORS = frozenset({";", "&&", "||"})
 _REDIRECT = re.compile(r"(\d?)>&(\d)")
 _REDIRECT_TOKEN = re.compile(r"^__redirect_(\d)_(\d)__$")
 _STATUS = "\x00status\x00"  # $?: replaced when each command runs
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class _Exit(Exception):
@@ -242,6 +245,8 @@ class MockExec:
             self, ref: PodRef, container: str, options: LogOptions
         ) -> AsyncIterator[LogEntry]: ...
 
+        def _record(self, method: str, uid: str = "", per_pod: str | None = None) -> int: ...
+
     def _running_container(self, ref: PodRef, container: str) -> tuple[_MockPod, dict[str, Any]]:
         mock = self.pods.get(ref.uid)
         if mock is None:
@@ -258,7 +263,10 @@ class MockExec:
         )
         if found is None:
             raise KeyError(f"mock: pod {ref.name} has no container {container!r}")
-        status = next((c for c in self._status(mock, _now()).containers if c.name == container), None)
+        pod_status = self._status(mock, clock.now())
+        status = next(
+            (c for c in pod_status.init_containers + pod_status.containers if c.name == container), None
+        )
         if status is None or status.phase is not ContainerPhase.RUNNING:
             state = status.phase.value if status is not None else "not started"
             raise ExecError(f'container "{container}" in pod "{ref.name}" is not running ({state})')
@@ -267,6 +275,7 @@ class MockExec:
     async def exec_in_container(
         self, ref: PodRef, container: str, command: Sequence[str], io: ExecIO
     ) -> int | None:
+        self._record("exec_in_container", ref.uid)
         mock, found = self._running_container(ref, container)
         shell = _Shell(mock, found, io, lambda: ref.uid in self.pods)
         try:
@@ -277,6 +286,7 @@ class MockExec:
     async def attach_container(self, ref: PodRef, container: str, io: ExecIO) -> None:
         """The main process's output from now on (its log lines, see observability.py); it echoes
         what it reads on stdin. Ends with the container instance, or when the pod is deleted."""
+        self._record("attach_container", ref.uid)
         self._running_container(ref, container)
 
         def terminal(data: bytes) -> bytes:

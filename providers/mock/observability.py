@@ -1,10 +1,11 @@
 """The mock provider's logs and resource usage: deterministic, derived from the clock and the pod.
 
-Logs: each container instance writes ``"<pod> <container> line N"`` (N = 1, 2, ...) every
-``log_interval_seconds`` (config, or the pod annotation ``mock.vk-operator.io/log-interval-seconds``)
-from the moment it starts: line N is written at ``start + (N - 1) * interval``, so tests can derive
-every timestamp. Following yields new lines as time passes and ends when the instance ends
-(``run-seconds``) or the pod is deleted. ``previous`` reads the instance before a restart.
+Logs: each container instance (init containers' too) writes ``"<pod> <container> line N"``
+(N = 1, 2, ...) every ``log_interval_seconds`` (config, or the pod annotation
+``mock.vk-operator.io/log-interval-seconds``) from the moment it starts: line N is written at
+``start + (N - 1) * interval``, so tests can derive every timestamp. Following yields new lines as
+time passes and ends when the instance ends (``run-seconds``, ``init-seconds``) or the pod is
+deleted. ``previous`` reads the instance before a restart.
 
 Usage: a running container uses half its CPU/memory request (or a fixed amount derived from its
 name when it has none); cumulative CPU time grows with its uptime.
@@ -20,19 +21,27 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from vk_operator.domain.logs import LogEntry, LogOptions, LogsUnavailable
-from vk_operator.domain.model import ContainerPhase, PodRef, ProviderPodStatus
-from vk_operator.domain.stats import ContainerUsage, PodUsage, parse_quantity
+from providers.mock import clock
+from providers.mock.annotations import log_interval
+from providers.mock.status import restarts as restarts_of
+from providers.mock.status import run_delta, timeline
+from vk_operator.provider import (
+    ContainerPhase,
+    ContainerUsage,
+    LogEntry,
+    LogOptions,
+    LogsUnavailable,
+    PodRef,
+    PodUsage,
+    ProviderPodStatus,
+    parse_quantity,
+)
 
 if TYPE_CHECKING:
-    from providers.mock.provider import MockConfig, _MockPod
+    from providers.mock.config import MockConfig
+    from providers.mock.state import _MockPod
 
-ANNOTATION_PREFIX = "mock.vk-operator.io/"
 MIB = 2**20
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,18 +58,21 @@ def instances(
     run_seconds: float | None,
     restarts: bool,
     now: datetime.datetime,
+    last: int | None = None,
 ) -> list[Instance]:
-    """The container's runs up to ``now`` (empty before it starts), oldest first."""
+    """The container's runs up to ``now`` (empty before it starts), oldest first; only the
+    ``last`` ones when given (a container restarted every millisecond has had many)."""
     if now < started:
         return []
     if run_seconds is None:
         return [Instance(0, started, None)]
-    run = datetime.timedelta(seconds=run_seconds)
+    run = run_delta(run_seconds)  # as the status counts restarts
     if not restarts:
         return [Instance(0, started, started + run)]
-    count = int((now - started) / run) + 1
+    count = (now - started) // run + 1
+    first = 0 if last is None else max(count - last, 0)
     # Restarted in place: even the current run's end is known.
-    return [Instance(k, started + k * run, started + (k + 1) * run) for k in range(count)]
+    return [Instance(k, started + k * run, started + (k + 1) * run) for k in range(first, count)]
 
 
 def line_text(pod: str, container: str, number: int) -> str:
@@ -133,26 +145,29 @@ class MockObservability:
 
         def _status(self, mock: _MockPod, now: datetime.datetime) -> ProviderPodStatus: ...
 
-    def _log_interval(self, mock: _MockPod) -> float:
-        annotations = mock.pod.get("metadata", {}).get("annotations") or {}
-        raw = annotations.get(ANNOTATION_PREFIX + "log-interval-seconds")
-        try:
-            value = float(raw) if raw is not None else self.config.log_interval_seconds
-        except ValueError:
-            value = self.config.log_interval_seconds
-        return value if value > 0 else self.config.log_interval_seconds
+        def _record(self, method: str, uid: str = "", per_pod: str | None = None) -> int: ...
 
-    def _instances(self, mock: _MockPod, now: datetime.datetime) -> list[Instance]:
-        started = mock.created + datetime.timedelta(seconds=mock.start_seconds)
-        policy = mock.pod.get("spec", {}).get("restartPolicy", "Always")
-        restarts = policy == "Always" or (policy == "OnFailure" and mock.exit_code != 0)
-        return instances(started, mock.run_seconds, restarts, now)
+    def _log_interval(self, mock: _MockPod) -> float:
+        return log_interval(mock.pod, self.config)
+
+    def _instances(
+        self, mock: _MockPod, now: datetime.datetime, container: str | None = None
+    ) -> list[Instance]:
+        """The runs of app container ``container`` (any: they share a timeline) or of that init
+        container, the last two at most."""
+        spec = mock.pod.get("spec") or {}
+        line = timeline(mock, spec)
+        for name, _, start, end in line.init:
+            if name == container:
+                return [Instance(0, start, end)] if now >= start else []
+        return instances(line.app_start, mock.run_seconds, restarts_of(spec, mock.exit_code), now, last=2)
 
     def _find(self, ref: PodRef, container: str) -> _MockPod:
         mock = self.pods.get(ref.uid)
         if mock is None:
             raise KeyError(f"mock: no pod {ref.namespace}/{ref.name} ({ref.uid})")
-        names = [c["name"] for c in mock.pod.get("spec", {}).get("containers", [])]
+        spec = mock.pod.get("spec") or {}
+        names = [c["name"] for kind in ("initContainers", "containers") for c in spec.get(kind) or []]
         if container not in names:
             raise KeyError(f"mock: pod {ref.name} has no container {container!r}")
         return mock
@@ -160,9 +175,10 @@ class MockObservability:
     async def container_logs(
         self, ref: PodRef, container: str, options: LogOptions
     ) -> AsyncIterator[LogEntry]:
+        self._record("container_logs", ref.uid)
         mock = self._find(ref, container)
-        now = _now()
-        runs = self._instances(mock, now)
+        now = clock.now()
+        runs = self._instances(mock, now, container)
         if not runs:
             raise LogsUnavailable(
                 f'container "{container}" in pod "{ref.name}" is waiting to start: ContainerCreating'
@@ -186,7 +202,7 @@ class MockObservability:
             moment = line_time(instance, interval, number)
             if instance.end is not None and moment >= instance.end:
                 return  # the container instance ended: so does the stream
-            wait = (moment - _now()).total_seconds()
+            wait = (moment - clock.now()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
             if ref.uid not in self.pods:
@@ -195,21 +211,21 @@ class MockObservability:
             number += 1
 
     async def pod_stats(self) -> list[PodUsage]:
-        now = _now()
+        self._record("pod_stats")
+        now = clock.now()
         usage = []
         for mock in list(self.pods.values()):
             status = self._status(mock, now)
             specs = {c["name"]: c for c in mock.pod.get("spec", {}).get("containers", [])}
-            runs = self._instances(mock, now)
-            current = runs[-1].start if runs else now  # the running instance's start
             containers = tuple(
-                container_usage(mock.ref.namespace, mock.ref.name, specs[c.name], current, now)
+                container_usage(mock.ref.namespace, mock.ref.name, specs[c.name], c.started_at or now, now)
                 for c in status.containers
                 if c.phase is ContainerPhase.RUNNING and c.name in specs
             )
             if containers:
-                usage.append(PodUsage(mock.ref, status.start_time or current, now, containers))
+                usage.append(PodUsage(mock.ref, status.start_time or now, now, containers))
         return usage
 
     async def ping(self) -> None:
         """The in-memory backend is always reachable."""
+        self._record("ping")

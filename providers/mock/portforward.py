@@ -18,20 +18,16 @@ import datetime
 import re
 from typing import TYPE_CHECKING
 
-from vk_operator.domain.exec import PortConnection, PortForwardError
-from vk_operator.domain.model import PodPhase, PodRef, ProviderPodStatus
+from providers.mock import clock
+from vk_operator.provider import PodPhase, PodRef, PortConnection, PortForwardError, ProviderPodStatus
 
 if TYPE_CHECKING:
-    from providers.mock.provider import _MockPod
+    from providers.mock.state import _MockPod
 
 _METHOD = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) ")
 _REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (\S+) HTTP/1\.[01]\r?\n")
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_HEAD = 64 * 1024
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def listeners(pod: dict[str, object]) -> dict[int, str]:
@@ -54,11 +50,14 @@ class MockPortForward:
 
         def _status(self, mock: _MockPod, now: datetime.datetime) -> ProviderPodStatus: ...
 
+        def _record(self, method: str, uid: str = "", per_pod: str | None = None) -> int: ...
+
     async def port_forward(self, ref: PodRef, port: int, connection: PortConnection) -> None:
+        self._record("port_forward", ref.uid)
         mock = self.pods.get(ref.uid)
         if mock is None:
             raise KeyError(f"mock: no pod {ref.namespace}/{ref.name} ({ref.uid})")
-        if self._status(mock, _now()).phase is not PodPhase.RUNNING:
+        if self._status(mock, clock.now()).phase is not PodPhase.RUNNING:
             raise PortForwardError(f"pod {ref.name} is not running")
         container = listeners(mock.pod).get(port)
         if container is None:

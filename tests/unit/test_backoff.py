@@ -1,6 +1,6 @@
 import pytest
 
-from vk_operator.pods.controller import Backoff
+from vk_operator.pods.backoff import Backoff
 
 
 @pytest.mark.parametrize(

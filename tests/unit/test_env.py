@@ -7,6 +7,7 @@ import pytest
 
 from vk_operator.domain import env
 from vk_operator.domain.env import EnvEvent, ReadError, Sources
+from vk_operator.domain.quantity import parse_quantity
 
 SECRET_VALUE = "s3cr3t-p4ssw0rd"
 
@@ -168,16 +169,18 @@ def test_expand_command_without_command_or_args() -> None:
         ("1E3", Fraction(1000)),
         ("12e-3", Fraction(12, 1000)),
         ("2e+2", Fraction(200)),
+        ("100n", Fraction(1, 10**7)),
+        (" 64Mi ", Fraction(64 * 2**20)),
     ],
 )
 def test_parse_quantity(text: str, value: Fraction) -> None:
-    assert env.parse_quantity(text) == value
+    assert parse_quantity(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "m", "1x", "1KI", "1e", "abc", "1.2.3", "--1", "1 Gi"])
 def test_parse_quantity_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="invalid quantity"):
-        env.parse_quantity(text)
+        parse_quantity(text)
 
 
 # -------- service links

@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.spdy_client import spdy_exec
 from tests.unit.test_kubelet_server import POD, AllowAll, BareProvider
-from vk_operator.domain.exec import ExecError, ExecIO, TerminalSize
 from vk_operator.domain.model import PodRef
 from vk_operator.kubelet_api.auth import Authenticator, Authorizer
 from vk_operator.kubelet_api.exec import SPDY_PROTOCOLS, ExecRoutes, parse_exec_options
 from vk_operator.kubelet_api.server import KubeletServer
 from vk_operator.kubelet_api.streams import negotiate
 from vk_operator.kubelet_api.tls import ServingCertificate
+from vk_operator.provider import ExecError, ExecIO, TerminalSize
 
 Script = Callable[[PodRef, str, Sequence[str], ExecIO], Awaitable[int | None]]
 

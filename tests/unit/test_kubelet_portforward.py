@@ -15,14 +15,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from providers.mock import MockConfig, MockProvider
 from tests.spdy_client import SpdySession
 from tests.unit.test_kubelet_server import POD, AllowAll, BareProvider
-from vk_operator.domain.exec import PortConnection, PortForwardError
-from vk_operator.domain.model import PodRef
-from vk_operator.domain.prepared import PreparedPod
 from vk_operator.kubelet_api.auth import Authenticator, Authorizer
 from vk_operator.kubelet_api.portforward import PortForwardRoutes
 from vk_operator.kubelet_api.server import KubeletServer
 from vk_operator.kubelet_api.tls import ServingCertificate
-from vk_operator.typing import PortForwardProvider
+from vk_operator.provider import PodRef, PortConnection, PortForwardError, PortForwardProvider, PreparedPod
 
 PF = ("portforward.k8s.io",)
 

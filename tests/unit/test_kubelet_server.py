@@ -12,12 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from vk_operator import metrics
-from vk_operator.domain.logs import LogEntry, LogOptions, LogsUnavailable
 from vk_operator.domain.model import Capacity, PodRef
 from vk_operator.kubelet_api.auth import Authenticator, Authorizer
 from vk_operator.kubelet_api.ops import OpsServer
 from vk_operator.kubelet_api.server import KubeletServer
 from vk_operator.kubelet_api.tls import ServingCertificate
+from vk_operator.provider import LogEntry, LogOptions, LogsUnavailable
 
 T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 POD = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import decimal
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +17,7 @@ from vk_operator.domain.logs import (
     select_history,
 )
 from vk_operator.domain.model import PodRef
-from vk_operator.domain.stats import ContainerUsage, PodUsage, parse_quantity, resource_metrics, summary
+from vk_operator.domain.stats import ContainerUsage, PodUsage, resource_metrics, summary
 
 T0 = datetime.datetime(2024, 3, 4, 5, 6, 7, tzinfo=datetime.UTC)
 
@@ -110,26 +109,6 @@ def test_label_values_are_escaped() -> None:
     text = resource_metrics(T0, [pod])
     assert 'container="c\\n",namespace="n\\"s",pod="p\\\\1"' in text
     list(text_string_to_metric_families(text))  # parses
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("250m", "0.25"),
-        ("2", "2"),
-        ("1.5Gi", str(int(1.5 * 2**30))),
-        ("64Mi", str(64 * 2**20)),
-        ("1k", "1000"),
-        ("100n", "1E-7"),
-    ],
-)
-def test_parse_quantity(text: str, value: str) -> None:
-    assert parse_quantity(text) == decimal.Decimal(value)
-
-
-def test_parse_quantity_rejects_junk() -> None:
-    with pytest.raises(ValueError):
-        parse_quantity("lots")
 
 
 # -- logs --------------------------------------------------------------------------------------------------

@@ -10,11 +10,7 @@ from typing import Any
 import pytest
 
 from providers.mock import MockConfig, MockProvider
-from vk_operator.domain.exec import ExecError, ExecIO
-from vk_operator.domain.model import PodRef
-from vk_operator.domain.prepared import PreparedPod
-from vk_operator.domain.volumes import ResolvedVolume
-from vk_operator.typing import ExecProvider
+from vk_operator.provider import ExecError, ExecIO, ExecProvider, PodRef, PreparedPod, ResolvedVolume
 
 REF = PodRef("ns", "web", "u1")
 
@@ -155,7 +151,7 @@ async def test_unknown_pods_and_containers_and_stopped_containers(provider: Mock
 async def test_sleep_ends_when_the_pod_is_deleted(provider: MockProvider) -> None:
     task = asyncio.create_task(run(provider, "sleep", "30"))
     await asyncio.sleep(0.1)
-    await provider.delete_pod({"metadata": {"uid": "u1"}})
+    await provider.delete_pod(REF)
     async with asyncio.timeout(2):
         assert (await task)[0] == 137
 

@@ -381,3 +381,52 @@ def test_several_volumes_and_no_secret_value_in_events() -> None:
 
 def test_no_volumes() -> None:
     assert resolve_volumes({"metadata": {"name": "p"}, "spec": {}}, _sources()) == VolumeResult({}, (), None)
+
+
+# -- provider-declared volume types ------------------------------------------------------------------
+NFS = {"server": "10.0.0.5", "path": "/exports"}
+AZURE_CSI = {"driver": "file.csi.azure.com", "volumeAttributes": {"shareName": "data"}}
+
+
+@pytest.mark.parametrize(
+    ("volume", "declared", "kind", "source"),
+    [
+        ({"name": "data", "nfs": NFS}, {"nfs"}, "nfs", NFS),
+        ({"name": "data", "csi": AZURE_CSI}, {"csi:file.csi.azure.com"}, "csi", AZURE_CSI),
+        (
+            {"name": "data", "azureFile": {"shareName": "s"}},
+            {"azureFile", "nfs"},
+            "azureFile",
+            {"shareName": "s"},
+        ),
+    ],
+)
+def test_declared_volume_types_pass_through(
+    volume: dict[str, Any], declared: set[str], kind: str, source: dict[str, Any]
+) -> None:
+    result = resolve_volumes(_pod({"name": "ok", "emptyDir": {}}, volume), _sources(), frozenset(declared))
+    assert result.fatal is None
+    assert result.volumes["data"] == ResolvedVolume("data", kind, {}, False, source=source)
+    assert result.volumes["ok"].kind == "emptyDir"  # the core still resolves what it knows
+
+
+@pytest.mark.parametrize(
+    ("volume", "declared", "named"),
+    [
+        (
+            {"name": "data", "csi": {"driver": "disk.csi.azure.com"}},
+            {"csi:file.csi.azure.com"},
+            "csi:disk.csi.azure.com",
+        ),
+        ({"name": "data", "nfs": NFS}, {"azureFile"}, "nfs"),
+        ({"name": "data", "hostPath": {"path": "/"}}, set(), "hostPath"),
+    ],
+)
+def test_undeclared_volume_types_still_fail_naming_the_volume(
+    volume: dict[str, Any], declared: set[str], named: str
+) -> None:
+    result = resolve_volumes(_pod(volume), _sources(), frozenset(declared))
+    assert result.volumes == {}
+    assert result.fatal == EnvEvent(
+        "UnsupportedVolume", f'volume "data" has type {named}, which this provider cannot mount', True
+    )

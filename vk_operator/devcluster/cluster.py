@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from vk_operator import pki
 from vk_operator.devcluster import build
@@ -511,13 +511,3 @@ def _rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
-
-
-@contextlib.contextmanager
-def running_cluster(directory: pathlib.Path, options: Options | None = None) -> Iterator[Cluster]:
-    cluster = Cluster(directory)
-    cluster.up(options)
-    try:
-        yield cluster
-    finally:
-        cluster.down()

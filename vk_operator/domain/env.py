@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from vk_operator.domain.model import Pod
+from vk_operator.domain.quantity import parse_quantity
 
 # Event reasons: the virtual-kubelet's (node/env.go), so dashboards and alerts keyed on them keep working.
 OPTIONAL_CONFIGMAP_NOT_FOUND = "OptionalConfigMapNotFound"
@@ -224,29 +225,6 @@ def expand_command(
         [expand(part, mapping) for part in container.get("command") or []],
         [expand(part, mapping) for part in container.get("args") or []],
     )
-
-
-# -------- quantities
-
-_QUANTITY = re.compile(r"([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[numkMGTPE])?")
-_BINARY_SUFFIXES = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-
-
-def parse_quantity(text: str) -> Fraction:
-    """The exact value of a Kubernetes quantity ("100m", "1.5Gi", "1e3"); ValueError if malformed."""
-    match = _QUANTITY.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"invalid quantity {text!r}")
-    sign, number, suffix = match.groups()
-    value = Fraction(number)
-    if suffix in _BINARY_SUFFIXES:
-        value *= 1024 ** _BINARY_SUFFIXES[suffix]
-    elif suffix in _DECIMAL_SUFFIXES:
-        value *= Fraction(10) ** _DECIMAL_SUFFIXES[suffix]
-    elif suffix:  # decimal exponent
-        value *= Fraction(10) ** int(suffix[1:])
-    return -value if sign == "-" else value
 
 
 # -------- downward API

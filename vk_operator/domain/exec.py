@@ -18,13 +18,6 @@ NON_ZERO_EXIT_CODE = "NonZeroExitCode"
 EXIT_CODE_CAUSE = "ExitCode"
 
 
-class ExecError(Exception):
-    """The command could not be run at all (container not running, backend refused...).
-
-    Reported to the client as an internal error, not as an exit code.
-    """
-
-
 @dataclasses.dataclass(frozen=True)
 class TerminalSize:
     width: int
@@ -108,10 +101,6 @@ def _go_list(command: Sequence[str]) -> str:
 
 
 # -- port-forward ------------------------------------------------------------------------------------
-class PortForwardError(Exception):
-    """Nothing can be reached on that port of the pod (connection refused, pod not running...)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class PortConnection:
     """One forwarded TCP connection (``kubectl port-forward``): ``incoming`` yields what the client

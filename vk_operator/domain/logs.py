@@ -15,10 +15,6 @@ from collections.abc import Iterable
 STREAMS = ("All", "Stdout", "Stderr")
 
 
-class LogsUnavailable(Exception):
-    """The container exists but has no such logs (waiting to start, no previous instance...)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class LogOptions:
     """What ``GET /containerLogs`` asks for (PodLogOptions, validated)."""

@@ -47,11 +47,12 @@ PERMANENT_REASONS = frozenset(
 )
 
 
-def prepare(pod: Pod, sources: env_domain.Sources) -> Preparation:
+def prepare(pod: Pod, sources: env_domain.Sources, volume_types: frozenset[str] = frozenset()) -> Preparation:
+    """``volume_types``: volume types the provider declares it mounts itself (passed through)."""
     env = env_domain.resolve_env(pod, sources)
     if env.fatal:
         return Preparation(None, env.events, env.fatal)
-    volumes = volume_domain.resolve_volumes(pod, sources)
+    volumes = volume_domain.resolve_volumes(pod, sources, volume_types)
     events = env.events + volumes.events
     if volumes.fatal:
         return Preparation(None, events, volumes.fatal)

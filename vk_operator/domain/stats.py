@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import decimal
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -52,36 +50,6 @@ class PodUsage:
     @property
     def memory_usage_bytes(self) -> int:
         return sum(c.memory_usage_bytes or c.memory_working_set_bytes for c in self.containers)
-
-
-# -- quantities --------------------------------------------------------------------------------------
-_SUFFIXES = {
-    "n": decimal.Decimal("1e-9"),
-    "u": decimal.Decimal("1e-6"),
-    "m": decimal.Decimal("1e-3"),
-    "": decimal.Decimal(1),
-    "k": decimal.Decimal(10**3),
-    "M": decimal.Decimal(10**6),
-    "G": decimal.Decimal(10**9),
-    "T": decimal.Decimal(10**12),
-    "P": decimal.Decimal(10**15),
-    "E": decimal.Decimal(10**18),
-    "Ki": decimal.Decimal(2**10),
-    "Mi": decimal.Decimal(2**20),
-    "Gi": decimal.Decimal(2**30),
-    "Ti": decimal.Decimal(2**40),
-    "Pi": decimal.Decimal(2**50),
-    "Ei": decimal.Decimal(2**60),
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-
-
-def parse_quantity(value: str | int | float) -> decimal.Decimal:
-    """A Kubernetes resource quantity ("250m", "1.5Gi", "2") as a number; ValueError if malformed."""
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    return decimal.Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
 
 
 # -- Summary API ---------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """A pod's volumes turned into file contents, as the kubelet's configMap/secret/projected/downwardAPI
 plugins would write them. Pure: the data comes in as :class:`~vk_operator.domain.env.Sources`.
 
-Providers can only mount what we can materialise here; any other volume type stops the pod.
+Other volume types reach the provider untouched when it declares it mounts them itself
+(``volume_types``: ``azureFile``, ``nfs``, ``csi:file.csi.azure.com``...); any other type stops the
+pod, naming the volume.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ _V = TypeVar("_V", Mapping[str, str], Mapping[str, bytes])
 @dataclasses.dataclass(frozen=True)
 class ResolvedVolume:
     name: str
-    kind: str  # "emptyDir" | "configMap" | "secret" | "projected" | "downwardAPI"
+    kind: str  # "emptyDir" | "configMap" | "secret" | "projected" | "downwardAPI" | a declared type
     files: Mapping[str, bytes]  # relative path -> content (empty for emptyDir)
     sensitive: bool  # any content came from a Secret or a token
     medium: str | None = None  # emptyDir medium ("" = node default, "Memory" = tmpfs); None otherwise
     size_limit: str | None = None
     modes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # relative path -> file mode
+    # A type the provider declared: the pod's volume source as it is (``volume[kind]``).
+    source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,14 +200,29 @@ def _projected(
             )
 
 
-def _resolve(pod: Pod, volume: Mapping[str, Any], sources: Sources, events: list[EnvEvent]) -> ResolvedVolume:
-    name = str(volume.get("name") or "")
+def volume_type(volume: Mapping[str, Any]) -> str:
+    """The volume's type as providers declare it: its source key, ``csi:<driver>`` for CSI."""
     kinds = [key for key in volume if key != "name"]
-    # The API server defaults a volume without a source to emptyDir.
-    kind = kinds[0] if kinds else "emptyDir"
-    if kind not in SUPPORTED_KINDS:
-        raise _unsupported(f'volume "{name}" has type {kind}, which this provider cannot mount')
+    kind = kinds[0] if kinds else "emptyDir"  # the API server defaults a volume without a source
+    driver = (volume.get("csi") or {}).get("driver") if kind == "csi" else None
+    return f"csi:{driver}" if driver else kind
+
+
+def _resolve(
+    pod: Pod,
+    volume: Mapping[str, Any],
+    sources: Sources,
+    events: list[EnvEvent],
+    provider_types: frozenset[str],
+) -> ResolvedVolume:
+    name = str(volume.get("name") or "")
+    declared = volume_type(volume)
+    kind = declared.partition(":")[0]
     spec: Mapping[str, Any] = volume.get(kind) or {}
+    if kind not in SUPPORTED_KINDS:
+        if declared in provider_types:
+            return ResolvedVolume(name, kind, {}, False, source=spec)
+        raise _unsupported(f'volume "{name}" has type {declared}, which this provider cannot mount')
     if kind == "emptyDir":
         size_limit = spec.get("sizeLimit")
         return ResolvedVolume(
@@ -222,13 +241,16 @@ def _resolve(pod: Pod, volume: Mapping[str, Any], sources: Sources, events: list
     return ResolvedVolume(name, kind, files.files, files.sensitive, modes=files.modes)
 
 
-def resolve_volumes(pod: Pod, sources: Sources) -> VolumeResult:
-    """Every volume of ``pod`` with its files; stops at the first volume that cannot be mounted."""
+def resolve_volumes(pod: Pod, sources: Sources, provider_types: frozenset[str] = frozenset()) -> VolumeResult:
+    """Every volume of ``pod`` with its files; stops at the first volume that cannot be mounted.
+
+    ``provider_types``: the volume types the provider mounts itself (passed through).
+    """
     events: list[EnvEvent] = []
     volumes: dict[str, ResolvedVolume] = {}
     try:
         for volume in (pod.get("spec") or {}).get("volumes") or []:
-            resolved = _resolve(pod, volume, sources, events)
+            resolved = _resolve(pod, volume, sources, events, provider_types)
             volumes[resolved.name] = resolved
     except ResolutionError as error:
         return VolumeResult({}, tuple(events), error.event)

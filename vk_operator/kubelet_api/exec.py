@@ -18,7 +18,7 @@ The remotecommand server protocol (k8s.io/cri-streaming ``remotecommand/httpstre
    opens one stream per channel, header ``streamType``: ``error``, then ``stdin``/``stdout``/
    ``stderr`` as asked for, and ``resize`` with a tty. Each is answered at once (SYN_REPLY); the
    command starts once all expected streams exist (30 s at most).
-3. The provider runs the command (:class:`vk_operator.typing.ExecProvider`). Output goes out as
+3. The provider runs the command (:class:`vk_operator.provider.ExecProvider`). Output goes out as
    data frames; stdin arrives until the client half-closes it.
 4. The result is written on the error stream: v4/v5 a metav1.Status JSON (Success; Failure
    ``NonZeroExitCode`` with the exit code as cause; Failure ``InternalError``), v2/v3 only a
@@ -43,19 +43,18 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from vk_operator.domain.exec import (
-    ExecError,
     ExecIO,
     TerminalSize,
     exit_status,
     internal_error_status,
 )
 from vk_operator.domain.model import Pod, PodRef
+from vk_operator.domain.pod_meta import Key
 from vk_operator.kubelet_api.streams import CLOSE_GRACE, Channel, SpdySession, check_upgrade, text
-from vk_operator.typing import AttachProvider, ExecProvider, Provider
+from vk_operator.provider import AttachProvider, ExecError, ExecProvider, Provider
 
 log = logging.getLogger(__name__)
 
-PodKey = tuple[str, str]
 
 V5, V4, V3, V2 = "v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io"
 SPDY_PROTOCOLS = (V5, V4, V3, V2)
@@ -135,7 +134,7 @@ class ExecRoutes:
         *,
         node_name: str,
         provider: Provider,
-        pods: Callable[[], Mapping[PodKey, Pod]],
+        pods: Callable[[], Mapping[Key, Pod]],
         stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
         close_grace: float = CLOSE_GRACE,
     ) -> None:

@@ -8,7 +8,7 @@ kubelet's side (k8s.io/cri-streaming ``portforward/httpstream.go``), as done her
   ``requestID`` and ``streamType`` ``error`` or ``data`` (a stream missing or botching them is
   refused with RST_STREAM); a pair incomplete after 30 s gets an error message;
 * once both streams of a pair exist, the provider connects to the port
-  (:class:`vk_operator.typing.PortForwardProvider`) and bytes flow on the data stream; when it is
+  (:class:`vk_operator.provider.PortForwardProvider`) and bytes flow on the data stream; when it is
   done both streams are half-closed; when it fails, the reason is written on the error stream
   (kubectl prints it and drops the whole session) and both streams are reset;
 * the session lasts until the client closes it; many pairs run concurrently.
@@ -25,12 +25,12 @@ from aiohttp import web
 
 from vk_operator.domain.exec import PortConnection
 from vk_operator.domain.model import Pod, PodRef
+from vk_operator.domain.pod_meta import Key
 from vk_operator.kubelet_api.streams import CLOSE_GRACE, Channel, SpdySession, check_upgrade, text
-from vk_operator.typing import PortForwardProvider, Provider
+from vk_operator.provider import PortForwardProvider, Provider
 
 log = logging.getLogger(__name__)
 
-PodKey = tuple[str, str]
 PORT_FORWARD_PROTOCOLS = ("portforward.k8s.io",)
 STREAM_CREATION_TIMEOUT = 30.0
 
@@ -75,7 +75,7 @@ class PortForwardRoutes:
         *,
         node_name: str,
         provider: Provider,
-        pods: Callable[[], Mapping[PodKey, Pod]],
+        pods: Callable[[], Mapping[Key, Pod]],
         stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
     ) -> None:
         self.node_name = node_name

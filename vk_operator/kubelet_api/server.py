@@ -24,16 +24,18 @@ from aiohttp import web
 
 from vk_operator import metrics
 from vk_operator.domain import stats as stats_domain
+from vk_operator.domain.clock import utcnow
 from vk_operator.domain.logs import (
     ByteLimit,
     LogEntry,
     LogOptions,
-    LogsUnavailable,
     format_entry,
     select_history,
     wanted,
 )
 from vk_operator.domain.model import Pod, PodRef
+from vk_operator.domain.pod_meta import Key
+from vk_operator.guard import ProviderGuard
 from vk_operator.kubelet_api.auth import (
     Authenticator,
     AuthorizationError,
@@ -46,16 +48,11 @@ from vk_operator.kubelet_api.exec import ExecRoutes
 from vk_operator.kubelet_api.params import BadRequest, parse_log_options
 from vk_operator.kubelet_api.portforward import PortForwardRoutes
 from vk_operator.kubelet_api.tls import ServingCertificate
-from vk_operator.typing import LogsProvider, Provider, StatsProvider
+from vk_operator.provider import LogsProvider, LogsUnavailable, Provider, StatsProvider, parse_quantity
 
 log = logging.getLogger(__name__)
 
-PodKey = tuple[str, str]
 FIRST_ENTRY_WAIT = 1.0  # seconds to wait for a provider's first log entry before answering 200
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -77,22 +74,26 @@ class KubeletServer:
         *,
         node_name: str,
         provider: Provider,
-        pods: Callable[[], Mapping[PodKey, Pod]],
+        pods: Callable[[], Mapping[Key, Pod]],
         serving: ServingCertificate,
         authenticator: Authenticator,
         authorizer: Authorizer,
         address: str = "0.0.0.0",
         port: int = 10250,
+        guard: ProviderGuard | None = None,
+        allocatable: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.node_name = node_name
         self.provider = provider
+        self.guard = guard or ProviderGuard()
+        self.allocatable = allocatable  # the node agent's cached capacity: no provider call per scrape
         self.pods = pods
         self.serving = serving
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.address = address
         self.port = port
-        self.started = _now()
+        self.started = utcnow()
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
@@ -186,8 +187,7 @@ class KubeletServer:
 
     async def _usage(self) -> list[stats_domain.PodUsage]:
         assert isinstance(self.provider, StatsProvider)
-        with metrics.provider_call("pod_stats"):
-            return await self.provider.pod_stats()
+        return await self.guard.call("pod_stats", self.provider.pod_stats)
 
     def _no_stats(self) -> web.Response:
         return _text(
@@ -199,25 +199,24 @@ class KubeletServer:
             return self._no_stats()
         try:
             usage = await self._usage()
-            capacity = await self.provider.capacity()
         except Exception as exc:
             log.warning("stats from provider %s failed: %s", self.provider.name, exc)
             return _text(500, f"failed to get stats from provider {self.provider.name}: {exc}")
         try:
-            memory = int(stats_domain.parse_quantity(capacity.memory))
-        except ValueError:
+            memory: int | None = int(parse_quantity(self.allocatable()["memory"]))
+        except (KeyError, ValueError):
             memory = None
-        body = stats_domain.summary(self.node_name, self.started, _now(), usage, memory)
+        body = stats_domain.summary(self.node_name, self.started, utcnow(), usage, memory)
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def resource_metrics(self, request: web.Request) -> web.StreamResponse:
         if not isinstance(self.provider, StatsProvider):
             return self._no_stats()
         try:
-            text = stats_domain.resource_metrics(_now(), await self._usage())
+            text = stats_domain.resource_metrics(utcnow(), await self._usage())
         except Exception as exc:
             log.warning("stats from provider %s failed: %s", self.provider.name, exc)
-            text = stats_domain.resource_metrics(_now(), None, scrape_error=True)
+            text = stats_domain.resource_metrics(utcnow(), None, scrape_error=True)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def malformed_logs_path(self, request: web.Request) -> web.StreamResponse:
@@ -293,12 +292,12 @@ class KubeletServer:
                 if not options.follow:
                     history = [head] if head is not None else []
                     history += [e async for e in entries]
-                    for entry in select_history(history, options, _now()):
+                    for entry in select_history(history, options, utcnow()):
                         await response.write(limit.take(format_entry(entry, options.timestamps)))
                         if limit.exhausted:
                             break
                 elif head is not None:
-                    await self._follow(response, head, entries, options, options.since(_now()), limit)
+                    await self._follow(response, head, entries, options, options.since(utcnow()), limit)
             except ConnectionResetError:
                 raise  # the client went away
             except Exception as exc:  # the status is sent already: end the stream

@@ -15,12 +15,14 @@ from typing import Any
 from vk_operator import metrics
 from vk_operator.config import Settings
 from vk_operator.domain.model import Pod
+from vk_operator.domain.pod_meta import Key
+from vk_operator.guard import ProviderGuard
 from vk_operator.kube import Kube
 from vk_operator.kubelet_api.auth import Authenticator, Authorizer
 from vk_operator.kubelet_api.ops import Check, OpsServer
-from vk_operator.kubelet_api.server import KubeletServer, PodKey
+from vk_operator.kubelet_api.server import KubeletServer
 from vk_operator.kubelet_api.tls import CSRRequester, ServingCertificate
-from vk_operator.typing import Pinger, Provider
+from vk_operator.provider import Pinger, Provider
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,14 @@ class KubeletAPI:
         kube: Kube,
         provider: Provider,
         *,
-        pods: Callable[[], Mapping[PodKey, Pod]],
+        pods: Callable[[], Mapping[Key, Pod]],
         queue_depth: Callable[[], int],
         tracked_pods: Callable[[], int],
         events_pending: Callable[[], int],
         node_uid: Callable[[], str | None],
         last_heartbeat: Callable[[], float | None],
+        guard: ProviderGuard | None = None,
+        allocatable: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -88,7 +92,10 @@ class KubeletAPI:
             authorizer=self.authorizer,
             address=settings.address,
             port=settings.kubelet_port,
+            guard=guard,
+            allocatable=allocatable,
         )
+        self.guard = self.server.guard
         self.csr = CSRRequester(kube, self.serving, self_approve=settings.serving_cert_self_approve)
         self.state = metrics.StateCollector(
             phase_counts=lambda: _phase_counts(pods()),
@@ -125,8 +132,7 @@ class KubeletAPI:
                 return None  # nothing to ask: assume reachable
             try:
                 async with asyncio.timeout(PING_TIMEOUT):
-                    with metrics.provider_call("ping"):
-                        await self.provider.ping()
+                    await self.guard.call("ping", self.provider.ping)
             except TimeoutError:
                 return f"provider {self.provider.name} did not answer within {PING_TIMEOUT:.0f} s"
             except Exception as exc:

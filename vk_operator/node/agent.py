@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from vk_operator import metrics
 from vk_operator.domain import node as node_domain
+from vk_operator.domain.clock import utcnow
+from vk_operator.domain.errors import ProviderError
 from vk_operator.domain.model import Capacity
+from vk_operator.guard import ProviderGuard
 from vk_operator.kube import ApiError, Kube
 from vk_operator.kube.client import MERGE_PATCH
-from vk_operator.typing import Provider
+from vk_operator.provider import Provider
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class NodeAgent:
@@ -32,9 +30,11 @@ class NodeAgent:
         lease_duration: int = 40,
         lease_renew_interval: float = 10.0,
         status_interval: float = 60.0,
+        guard: ProviderGuard | None = None,
     ) -> None:
         self.kube = kube
         self.provider = provider
+        self.guard = guard or ProviderGuard()
         self.identity = identity
         self.lease_duration = lease_duration
         self.lease_renew_interval = lease_renew_interval
@@ -54,16 +54,30 @@ class NodeAgent:
 
     async def _wanted_conditions(self) -> list[dict[str, str]]:
         conditions = node_domain.default_conditions()
-        with metrics.provider_call("node_conditions"):
-            extra = {c["type"]: c for c in await self.provider.node_conditions()}
+        extra = {
+            c["type"]: c for c in await self.guard.call("node_conditions", self.provider.node_conditions)
+        }
         return [extra.pop(c["type"], c) for c in conditions] + list(extra.values())
+
+    async def _read_capacity(self) -> Capacity:
+        """The provider's capacity, cached for everyone else (pods read ``allocatable``); on a
+        failed call after start-up the last value stands."""
+        try:
+            self._capacity = await self.guard.call("capacity", self.provider.capacity)
+        except ProviderError as exc:
+            if self._capacity is None:
+                raise
+            log.warning("cannot read the provider's capacity; keeping the last value: %s", exc)
+        return self._capacity
+
+    def allocatable(self) -> Mapping[str, str]:
+        """The node's allocatable resources as last read (empty before registration)."""
+        return self._capacity.as_resources() if self._capacity is not None else {}
 
     async def register(self) -> dict[str, Any]:
         """Create the Node, or bring an existing one up to date; returns the Node."""
-        with metrics.provider_call("capacity"):
-            capacity = await self.provider.capacity()
-        self._capacity = capacity
-        conditions = node_domain.merge_conditions([], await self._wanted_conditions(), _now())
+        capacity = await self._read_capacity()
+        conditions = node_domain.merge_conditions([], await self._wanted_conditions(), utcnow())
         try:
             existing = await self.kube.get(self.path)
         except ApiError as exc:
@@ -128,11 +142,9 @@ class NodeAgent:
     async def update_status(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
         if current is None:
             current = await self.kube.get(self.path)
-        with metrics.provider_call("capacity"):
-            capacity = await self.provider.capacity()
-        self._capacity = capacity
+        capacity = await self._read_capacity()
         previous = (current.get("status") or {}).get("conditions") or []
-        conditions = node_domain.merge_conditions(previous, await self._wanted_conditions(), _now())
+        conditions = node_domain.merge_conditions(previous, await self._wanted_conditions(), utcnow())
         status = node_domain.node_status(self.identity, capacity, conditions)
         # Strategic merge: conditions and addresses merge by type, so others' entries survive.
         patched: dict[str, Any] = await self.kube.patch(self.path + "/status", {"status": status})
@@ -140,7 +152,7 @@ class NodeAgent:
 
     async def renew_lease(self) -> None:
         assert self.node_uid is not None
-        body = node_domain.lease(self.identity.name, self.node_uid, self.lease_duration, _now())
+        body = node_domain.lease(self.identity.name, self.node_uid, self.lease_duration, utcnow())
         try:
             await self.kube.patch(self.lease_path, body, MERGE_PATCH)
         except ApiError as exc:
@@ -162,10 +174,6 @@ class NodeAgent:
             self.node_uid = node["metadata"]["uid"]
         # A lease owned by a previous incarnation of the Node would be garbage-collected.
         await self.renew_lease()
-        with metrics.provider_call("capacity"):
-            capacity = await self.provider.capacity()
-        if capacity != self._capacity:
-            self._refresh.set()
 
     def request_status_refresh(self) -> None:
         self._refresh.set()

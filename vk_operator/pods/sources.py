@@ -10,18 +10,21 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from vk_operator import metrics
 from vk_operator.domain import env as env_domain
 from vk_operator.domain.model import Pod, PodRef
+from vk_operator.guard import ProviderGuard
 from vk_operator.kube import ApiError, Kube
-from vk_operator.typing import PodIPAllocator, Provider
+from vk_operator.provider import PodIPAllocator, Provider
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TOKEN_SECONDS = 3607  # the kubelet's default for projected service-account tokens
+# The node's allocatable resources (for resourceFieldRef defaults): the node agent's cached value,
+# so a pod never costs a provider capacity() call.
+Allocatable = Callable[[], Mapping[str, str]]
 
 
 def _read_error(kind: str, namespace: str, name: str, exc: ApiError) -> env_domain.ReadError:
@@ -37,10 +40,20 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 class SourceFetcher:
-    def __init__(self, kube: Kube, provider: Provider, host_ip: str, ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        provider: Provider,
+        host_ip: str,
+        guard: ProviderGuard,
+        allocatable: Allocatable | None = None,
+        ttl: float = 2.0,
+    ) -> None:
         self.kube = kube
         self.provider = provider
         self.host_ip = host_ip
+        self.guard = guard
+        self.allocatable: Allocatable = allocatable or dict
         self.ttl = ttl
         self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
         self._loading: dict[tuple[str, ...], asyncio.Future[Any]] = {}
@@ -170,10 +183,10 @@ class SourceFetcher:
         master = [s for s in await self._services("default") if s["metadata"]["name"] == "kubernetes"]
         pod_ip = None
         if env_domain.needs_pod_ip(pod) and isinstance(self.provider, PodIPAllocator):
-            pod_ip = await self.provider.allocate_pod_ip(PodRef(namespace, meta["name"], meta["uid"]))
+            pod_ip = await self.guard.call(
+                "allocate_pod_ip", self.provider.allocate_pod_ip, PodRef(namespace, meta["name"], meta["uid"])
+            )
         token = await self._token(pod) if env_domain.needs_service_account_token(pod) else None
-        with metrics.provider_call("capacity"):
-            capacity = await self.provider.capacity()
         return env_domain.Sources(
             configmaps=configmaps,
             secrets=secrets,
@@ -182,6 +195,6 @@ class SourceFetcher:
             pod_ip=pod_ip,
             host_ip=self.host_ip,
             service_account_token=token,
-            node_allocatable=capacity.as_resources(),
+            node_allocatable=dict(self.allocatable()),
             configmap_binary=binary,
         )

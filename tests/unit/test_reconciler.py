@@ -1,0 +1,803 @@
+"""The pod reconcile state machine, driven by hand against in-memory fakes and a fake clock.
+
+No worker tasks, no sleeps: a test feeds watch events to ``observe``, calls ``resync`` and drains
+the work queue itself. Retries are asserted as scheduled (``queue.retry_pending``), never awaited;
+deadlines and grace periods move with the fake clock. Only the hanging calls spend real time
+(call timeouts of 50 ms, a 10 ms grace timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import FakeBulkProvider, FakeClock, FakeKube, FakeProvider
+from vk_operator.domain.model import ContainerPhase, ContainerStatus, PodPhase, ProviderPodStatus
+from vk_operator.domain.pod_status import pod_status
+from vk_operator.guard import CallTimeouts, ProviderGuard
+from vk_operator.kube.client import PARTIAL_METADATA_LIST
+from vk_operator.pods.backoff import Backoff
+from vk_operator.pods.controller import PodController
+from vk_operator.pods.listing import FULL_LIST_ABOVE
+from vk_operator.provider import (
+    BulkStatusProvider,
+    InvalidPodError,
+    PermanentError,
+    PodNotifier,
+    Provider,
+    ThrottledError,
+    TransientError,
+)
+
+NODE = "vk-test"
+HOST_IP = "10.0.0.1"
+NS = "default"
+# Retry delays far beyond a test's run time: a retry timer never fires during a test.
+BACKOFF = Backoff(initial=30.0, cap=60.0, deadline=600.0)
+Key = tuple[str, str]
+
+
+def key(name: str) -> Key:
+    return NS, name
+
+
+def manifest(
+    name: str, *, image: str = "nginx:1.27", node: str = NODE, uid: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": NS}
+    if uid:
+        meta["uid"] = uid
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "image": image}],
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+        },
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    }
+
+
+class Harness:
+    """One controller on the fakes, and the hands that drive it."""
+
+    def __init__(
+        self,
+        *,
+        bulk: bool = False,
+        timeouts: CallTimeouts | None = None,
+        backoff: Backoff = BACKOFF,
+        **options: Any,
+    ) -> None:
+        self.clock = FakeClock()
+        self.kube = FakeKube(NODE)
+        self.provider = (FakeBulkProvider if bulk else FakeProvider)(NODE)
+        self.guard = ProviderGuard(timeouts or CallTimeouts())
+        self.backoff = backoff
+        self.controller = PodController(
+            self.kube,  # type: ignore[arg-type]
+            self.provider,
+            NODE,
+            HOST_IP,
+            clock=self.clock.clock,
+            backoff=backoff,
+            guard=self.guard,
+            **options,
+        )
+        self.queue = self.controller.queue
+        self.reconciled: list[Key] = []
+        self._events: list[dict[str, Any]] = []
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def deliver(self) -> int:
+        """kopf: every watch event the fake API produced since the last delivery, in order."""
+        events = self.kube.take_watch()
+        for event_type, pod in events:
+            self.controller.observe(event_type, pod)
+        return len(events)
+
+    async def resync(self, relist: bool = True) -> None:
+        """One pass of the resync loop (the first one is the start-up pass)."""
+        await self.controller.resync(relist=relist)
+        self.controller.started.set()
+
+    async def reconcile(self, name: str) -> None:
+        """A worker taking the key now (as a retry timer firing would make one do)."""
+        self.reconciled.append(key(name))
+        await self.controller.reconciler.reconcile(key(name))
+
+    async def drain(self) -> int:
+        """Workers: reconcile every queued key until the queue is empty."""
+        done = 0
+        while self.queue.depth:
+            k = await self.queue.get()
+            try:
+                self.reconciled.append(k)
+                await self.controller.reconciler.reconcile(k)
+            finally:
+                self.queue.done(k)
+            done += 1
+            assert done < 10_000, "the queue never drains"
+        return done
+
+    async def settle(self) -> None:
+        """Deliver watch events and drain until neither has anything left."""
+        while True:
+            delivered = self.deliver()
+            drained = await self.drain()
+            if not delivered and not drained:
+                return
+
+    async def start(self) -> None:
+        await self.resync(relist=True)
+        await self.settle()
+
+    async def add(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        """A pod is bound to the node and the controller has done all it can with it."""
+        pod = self.kube.add(manifest(name, **kwargs))
+        await self.settle()
+        return pod
+
+    # -- looking -------------------------------------------------------------------------------------
+    def api(self, name: str) -> dict[str, Any]:
+        pod = self.kube.pod(key(name))
+        assert pod is not None, f"{name} is not in the API"
+        return pod
+
+    def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.api(name)["status"]
+        return status
+
+    def events(self, name: str | None = None) -> list[tuple[str, str, str]]:
+        """(reason, type, message) of the Events recorded so far (queued for the senders)."""
+        pending = self.controller.events._pending
+        while not pending.empty():
+            _, _, encoded = pending.get_nowait()
+            pending.task_done()
+            self._events.append(json.loads(encoded))
+        return [
+            (e["reason"], e["type"], e["message"])
+            for e in self._events
+            if name is None or e["involvedObject"]["name"] == name
+        ]
+
+    def reasons(self, name: str | None = None) -> list[str]:
+        return [reason for reason, _, _ in self.events(name)]
+
+    def close(self) -> None:
+        for k in list(self.queue._timers):
+            self.queue.forget(k)
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def factory(**kwargs: Any) -> Harness:
+        harness = Harness(**kwargs)
+        made.append(harness)
+        return harness
+
+    yield factory
+    for harness in made:
+        harness.close()
+
+
+# -- the fakes themselves ------------------------------------------------------------------------------
+def test_the_fake_providers_satisfy_the_protocols() -> None:
+    plain, bulk = FakeProvider(NODE), FakeBulkProvider(NODE)
+    assert isinstance(plain, Provider) and isinstance(bulk, Provider)
+    assert not isinstance(plain, BulkStatusProvider) and isinstance(bulk, BulkStatusProvider)
+    assert not isinstance(plain, PodNotifier) and not isinstance(bulk, PodNotifier)
+
+
+async def test_the_fake_kube_refuses_what_it_does_not_know() -> None:
+    kube = FakeKube(NODE)
+    with pytest.raises(NotImplementedError):
+        await kube.get("/api/v1/nodes/vk-test")
+    with pytest.raises(NotImplementedError):
+        await kube.request("GET", "/api/v1/pods", query={"labelSelector": "a=b"})
+    with pytest.raises(NotImplementedError):
+        await kube.patch("/api/v1/namespaces/default/pods/web", {"metadata": {"labels": {}}})
+
+
+# -- creation ------------------------------------------------------------------------------------------
+async def test_a_new_pod_is_created_once_and_reported_running(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    pod = await h.add("web")
+    uid = pod["metadata"]["uid"]
+
+    assert h.provider.calls["create_pod"] == 1
+    assert h.provider.created == [uid]
+    assert h.provider.prepared[uid].pod["metadata"]["uid"] == uid
+    status = h.status("web")
+    assert status["phase"] == "Running"
+    assert status["podIP"] == h.provider.status_of(uid).pod_ip
+    assert status["hostIP"] == HOST_IP
+    assert [c["state"] for c in status["containerStatuses"]] == [
+        {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    ]
+    assert ("ProviderCreateSuccess", "Normal", "created the pod in the provider") in h.events("web")
+    # The echo of our own status write is not a reason to reconcile again...
+    assert h.reconciled == [key("web")]
+    # ... and a reconcile that finds nothing new writes nothing.
+    patches = len(h.kube.patches)
+    await h.reconcile("web")
+    assert len(h.kube.patches) == patches
+
+    # A later change of the pod that the provider need not know (a label) creates nothing.
+    h.kube.update(key("web"), lambda p: p["metadata"].setdefault("labels", {}).update(app="web"))
+    await h.settle()
+    assert h.provider.calls["create_pod"] == 1
+    assert h.status("web")["phase"] == "Running"
+
+
+async def test_a_spec_change_is_sent_to_the_provider_as_an_update(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.kube.update(key("web"), lambda p: p["spec"]["containers"][0].update(image="nginx:1.28"))
+    await h.settle()
+    assert h.provider.updated == [uid]
+    assert h.provider.calls["create_pod"] == 1
+    assert "ProviderUpdateSuccess" in h.reasons("web")
+    assert h.status("web")["containerStatuses"][0]["image"] == "nginx:1.28"
+
+
+# -- adoption after a restart ----------------------------------------------------------------------------
+async def test_a_running_pod_found_at_start_up_is_adopted_untouched(make: Callable[..., Harness]) -> None:
+    h = make()
+    pod = manifest("web", uid="uid-web")
+    reported = h.provider.run(pod)  # created by our previous incarnation
+    pod["status"] = pod_status(pod, reported, HOST_IP, h.clock.utcnow())  # ... which wrote this
+    before = h.kube.add(pod)
+
+    await h.start()  # kopf's initial ADDED event arrives after the first resync listed the pod
+
+    assert h.provider.calls["create_pod"] == 0
+    assert h.provider.deleted == []
+    assert h.kube.patches == [] and h.kube.deletes == []
+    assert h.api("web") == before  # same status, same resourceVersion
+    assert h.reconciled == [key("web")]  # once, by the start-up pass; the ADDED event was known
+    assert h.controller.store.in_provider == 1
+
+
+async def test_a_terminating_pod_found_at_start_up_is_finished(make: Callable[..., Harness]) -> None:
+    h = make()
+    pod = h.kube.add(manifest("web", uid="uid-web"))
+    h.provider.run(pod)
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+
+    await h.start()
+
+    assert h.provider.deleted == ["uid-web"]
+    assert h.kube.pod(key("web")) is None
+    assert h.kube.deletes == [(key("web"), {"gracePeriodSeconds": 0, "preconditions": {"uid": "uid-web"}})]
+    assert h.provider.calls["create_pod"] == 0
+    assert len(h.controller.store) == 0
+
+
+async def test_a_pod_recreated_while_we_were_down_replaces_the_old_one(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.provider.run(manifest("web", uid="uid-old"))  # the API object it belonged to is gone...
+    h.kube.add(manifest("web", uid="uid-new"))  # ... and another pod took its name
+
+    await h.start()
+
+    assert h.provider.deleted == ["uid-old"]
+    assert h.provider.created == ["uid-new"]
+    assert set(h.provider.pods) == {"uid-new"}
+    assert h.status("web")["phase"] == "Running"
+    assert h.kube.deletes == []
+
+
+# -- orphans ---------------------------------------------------------------------------------------------
+async def test_provider_pods_without_an_api_object_are_deleted_and_other_nodes_untouched(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.provider.run(manifest("ghost", uid="uid-ghost"))  # ours, its API object gone while we were down
+    h.provider.run(manifest("theirs", uid="uid-theirs", node="vk-other"), node="vk-other")
+    h.kube.add(manifest("theirs", uid="uid-theirs", node="vk-other"))  # bound to another node
+
+    await h.start()
+
+    assert h.provider.deleted == ["uid-ghost"]  # never asked to delete another node's pod
+    assert set(h.provider.pods) == {"uid-theirs"}
+    assert h.provider.calls["create_pod"] == 0
+    assert len(h.controller.store) == 0
+    assert key("theirs") not in h.controller.pods
+    assert h.kube.patches == [] and h.kube.deletes == []
+
+
+async def test_a_pod_recreated_under_its_name_replaces_the_old_one_in_the_provider(
+    make: Callable[..., Harness],
+) -> None:
+    """Both watch events arrive: the old UID is an orphan, deleted before the new one is created."""
+    h = make()
+    await h.start()
+    await h.add("web", uid="uid-old")
+    h.kube.force_delete(key("web"))
+    h.kube.add(manifest("web", uid="uid-new"))
+    await h.settle()
+
+    assert h.provider.deleted == ["uid-old"]
+    assert h.provider.created == ["uid-old", "uid-new"]
+    assert set(h.provider.pods) == {"uid-new"}
+    assert h.api("web")["metadata"]["uid"] == "uid-new"
+    assert h.status("web")["phase"] == "Running"
+    assert h.kube.deletes == []
+
+
+async def test_finishing_a_replaced_pod_never_deletes_its_successor(make: Callable[..., Harness]) -> None:
+    """The old pod was Terminating; before we got to it, it was force-deleted and recreated under
+    its name. Our store still holds the old object: finishing it must not touch the new one."""
+    h = make()
+    await h.start()
+    await h.add("web", uid="uid-old")
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+    h.deliver()  # we see it Terminating (queued, not reconciled yet)
+    h.kube.force_delete(key("web"))
+    h.kube.add(manifest("web", uid="uid-new"))
+    held = h.kube.take_watch()  # the watch is slow: these arrive after the reconcile
+
+    await h.drain()
+
+    assert h.provider.deleted == ["uid-old"]
+    assert h.kube.deletes == [(key("web"), {"gracePeriodSeconds": 0, "preconditions": {"uid": "uid-old"}})]
+    assert {patch["metadata"]["uid"] for _, patch in h.kube.patches} == {"uid-old"}
+    new = h.api("web")
+    assert new["metadata"]["uid"] == "uid-new"  # the delete's UID precondition failed: 409, ignored
+    assert new["status"] == {"phase": "Pending", "qosClass": "BestEffort"}  # nor was its status written
+
+    for event_type, pod in held:
+        h.controller.observe(event_type, pod)
+    await h.settle()
+
+    assert h.provider.created == ["uid-old", "uid-new"]
+    assert h.provider.deleted == ["uid-old"]
+    assert h.status("web")["phase"] == "Running"
+    assert [record.ref.uid for record in h.controller.store] == ["uid-new"]
+
+
+# -- failures and deadlines ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "phase", "reason", "message_part", "retried"),
+    [
+        pytest.param(
+            TransientError("no capacity in westeurope", reason="NoCapacity"),
+            "Pending",
+            "NoCapacity",
+            "no capacity in westeurope",
+            True,
+            id="transient",
+        ),
+        pytest.param(
+            RuntimeError("sdk bug"), "Pending", "ProviderFailed", "RuntimeError", True, id="unexpected"
+        ),
+        pytest.param(
+            ThrottledError("429 Too Many Requests", retry_after=5),
+            "Pending",
+            "ProviderThrottled",
+            "429 Too Many Requests",
+            True,
+            id="throttled",
+        ),
+        pytest.param(
+            PermanentError("quota of 10 container groups reached", reason="QuotaExceeded"),
+            "Failed",
+            "QuotaExceeded",
+            "quota of 10 container groups reached",
+            False,
+            id="permanent",
+        ),
+        pytest.param(
+            InvalidPodError("spec.containers[0].args", "more than 64 arguments"),
+            "Failed",
+            "InvalidPod",
+            "spec.containers[0].args",
+            False,
+            id="invalid",
+        ),
+    ],
+)
+async def test_a_failed_create_is_reported_and_retried_unless_permanent(
+    make: Callable[..., Harness],
+    error: Exception,
+    phase: str,
+    reason: str,
+    message_part: str,
+    retried: bool,
+) -> None:
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = error
+    await h.add("web")
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    assert message_part in status["message"]
+    assert h.queue.retry_pending(key("web")) is retried
+    assert h.provider.calls["create_pod"] == 1
+    [(_, event_type, event_message)] = [e for e in h.events("web") if e[0] == "ProviderCreateFailed"]
+    assert event_type == "Warning" and message_part in event_message
+    record = h.controller.store.api_record(key("web"))
+    assert record is not None and not record.in_provider
+
+
+async def test_a_resync_leaves_a_pod_waiting_for_its_retry_alone(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+    await h.add("web")
+    assert h.queue.retry_pending(key("web"))
+    reconciles = len(h.reconciled)
+
+    await h.resync(relist=False)
+    await h.resync(relist=True)
+    await h.settle()
+
+    assert h.provider.calls["create_pod"] == 1  # no second retry chain
+    assert len(h.reconciled) == reconciles
+    assert h.queue.retry_pending(key("web"))
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "message_part"),
+    [
+        pytest.param(TransientError("backend busy"), "ProviderFailed", "backend busy", id="transient"),
+        pytest.param(RuntimeError("sdk bug"), "ProviderFailed", "RuntimeError", id="unexpected"),
+    ],
+)
+async def test_transient_failures_fail_the_pod_past_the_deadline(
+    make: Callable[..., Harness], error: Exception, reason: str, message_part: str
+) -> None:
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = error
+    await h.add("web")  # attempt 1
+    h.clock.advance(BACKOFF.deadline - 1)
+    await h.reconcile("web")  # attempt 2 (the retry timer fired): within the deadline
+    assert h.status("web")["phase"] == "Pending"
+
+    h.clock.advance(2)
+    await h.reconcile("web")  # attempt 3: past the deadline
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Failed", reason)
+    assert status["message"].startswith("gave up after 3 attempts over 600s: ")
+    assert message_part in status["message"]
+    assert all(t == "Warning" for r, t, _ in h.events("web") if r == "ProviderCreateFailed")
+    assert h.reasons("web").count("ProviderCreateFailed") == 3
+
+    await h.reconcile("web")  # a Failed pod is never started again
+    assert h.provider.calls["create_pod"] == 3
+
+
+async def test_a_throttled_provider_holds_back_every_call(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = ThrottledError("429", retry_after=5)
+    await h.add("web")
+    assert 4 < h.guard.throttled_for <= 5
+    del h.provider.errors["create_pod"]
+
+    listed = h.provider.calls["list_pods"]
+    call = asyncio.create_task(h.guard.call("list_pods", h.provider.list_pods))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not call.done() and h.provider.calls["list_pods"] == listed  # waiting for the pause
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
+async def test_a_hanging_create_is_cut_by_its_timeout(make: Callable[..., Harness]) -> None:
+    h = make(timeouts=CallTimeouts(create=0.05))
+    await h.start()
+    h.provider.hang.add("create_pod")
+    await h.add("web")
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Pending", "ProviderTimeout")
+    assert "timed out after 0.05s" in status["message"]
+    assert h.queue.retry_pending(key("web"))
+
+    h.provider.hang.clear()
+    await h.reconcile("web")  # the retry
+    status = h.status("web")
+    assert status["phase"] == "Running"
+    assert "reason" not in status and "message" not in status  # the Pending reason is cleared
+    assert not h.queue.retry_pending(key("web"))
+
+
+# -- deletion and grace periods --------------------------------------------------------------------------
+async def test_a_graceful_delete_removes_the_object_as_soon_as_the_provider_stopped(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+    await h.settle()  # no time passes
+
+    assert h.provider.deleted == [uid]
+    assert h.kube.pod(key("web")) is None
+    assert h.kube.deletes == [(key("web"), {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})]
+    assert ("ProviderDeleteSuccess", "Normal", "deleted the pod in the provider") in h.events("web")
+    stopped = h.kube.patches[-1][1]  # the end is reported before the object goes
+    assert stopped["metadata"]["uid"] == uid
+    assert stopped["status"]["phase"] == "Succeeded"
+    assert stopped["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert len(h.controller.store) == 0
+    assert not h.queue.retry_pending(key("web"))
+
+
+async def test_a_failed_provider_delete_is_retried_within_the_grace_period(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.provider.errors["delete_pod"] = TransientError("backend busy")
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+    await h.settle()
+
+    assert h.api("web")["metadata"]["deletionTimestamp"]  # still there: the provider did not stop it
+    assert h.kube.deletes == []
+    assert h.queue.retry_pending(key("web"))
+    [(_, event_type, message)] = [e for e in h.events("web") if e[0] == "ProviderDeleteFailed"]
+    assert event_type == "Warning" and "backend busy" in message
+    record = h.controller.store.api_record(key("web"))
+    assert record is not None and record.in_provider and not record.stopping
+
+    del h.provider.errors["delete_pod"]
+    h.clock.advance(10)
+    await h.reconcile("web")  # the retry, with grace left
+    assert h.provider.deleted == [uid, uid]
+    assert h.kube.pod(key("web")) is None
+
+
+@pytest.mark.parametrize("failure", ["error", "hang"])
+async def test_past_the_grace_period_the_object_is_removed_unconfirmed(
+    make: Callable[..., Harness], failure: str
+) -> None:
+    h = make(timeouts=CallTimeouts(delete=0.05))
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    if failure == "error":
+        h.provider.errors["delete_pod"] = TransientError("backend busy")
+    else:
+        h.provider.hang.add("delete_pod")
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+    h.clock.advance(31)  # we only get to it after its grace period
+    await h.settle()
+
+    assert h.kube.pod(key("web")) is None
+    assert h.kube.deletes == [(key("web"), {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})]
+    assert uid in h.provider.pods  # not confirmed...
+
+    h.provider.errors.clear()
+    h.provider.hang.clear()
+    await h.resync(relist=False)
+    await h.settle()
+    assert h.provider.pods == {}  # ... and removed as an orphan once the provider answers
+    assert len(h.controller.store) == 0
+
+
+# -- relist ----------------------------------------------------------------------------------------------
+async def test_a_relist_finds_a_pod_deleted_without_a_watch_event(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.kube.force_delete(key("web"))
+    h.kube.take_watch()  # the DELETED event is lost (a watch gap)
+
+    await h.resync(relist=False)  # the provider's side alone cannot tell
+    await h.settle()
+    assert uid in h.provider.pods
+
+    await h.resync(relist=True)
+    assert h.kube.lists[-1]["accept"] == PARTIAL_METADATA_LIST  # after start-up: metadata only
+    await h.settle()
+    assert h.provider.deleted == [uid]
+    assert h.provider.pods == {}
+    assert len(h.controller.store) == 0
+
+
+async def test_a_relist_finds_a_pod_changed_without_a_watch_event(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.kube.update(key("web"), lambda p: p["spec"]["containers"][0].update(image="nginx:1.28"))
+    h.kube.take_watch()  # the MODIFIED event is lost
+
+    await h.resync(relist=False)
+    await h.settle()
+    assert h.provider.updated == []
+
+    await h.resync(relist=True)
+    await h.settle()
+    assert h.provider.updated == [uid]
+    assert h.provider.prepared[uid].pod["spec"]["containers"][0]["image"] == "nginx:1.28"
+
+
+async def test_a_relist_finds_a_pod_recreated_without_watch_events(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    old = (await h.add("web"))["metadata"]["uid"]
+    h.kube.force_delete(key("web"))
+    new = h.kube.add(manifest("web"))["metadata"]["uid"]
+    h.kube.take_watch()  # both events are lost
+
+    await h.resync(relist=True)
+    await h.settle()
+
+    assert h.provider.deleted == [old]
+    assert h.provider.created == [old, new]
+    assert h.api("web")["metadata"]["uid"] == new
+    assert h.status("web")["phase"] == "Running"
+    assert [record.ref.uid for record in h.controller.store] == [new]
+
+
+@pytest.mark.parametrize("count", [3, 150])
+async def test_a_relist_finds_pods_added_without_watch_events(
+    make: Callable[..., Harness], count: int
+) -> None:
+    """A few stale pods are read one by one; past FULL_LIST_ABOVE one full list is cheaper."""
+    h = make()
+    await h.start()
+    names = [f"p{i:03}" for i in range(count)]
+    for name in names:
+        h.kube.add(manifest(name))
+    h.kube.take_watch()  # the ADDED events are lost
+    lists, gets = len(h.kube.lists), len([r for r in h.kube.requests if r[0] == "GET" and "/pods/" in r[1]])
+
+    await h.resync(relist=True)
+    await h.settle()
+
+    assert h.provider.calls["create_pod"] == count
+    assert {h.status(n)["phase"] for n in names} == {"Running"}
+    accepts = [page["accept"] for page in h.kube.lists[lists:]]
+    pod_gets = len([r for r in h.kube.requests if r[0] == "GET" and "/pods/" in r[1]]) - gets
+    pages = -(-count // h.kube.max_page)
+    if count <= FULL_LIST_ABOVE:
+        assert (accepts, pod_gets) == ([PARTIAL_METADATA_LIST] * pages, count)
+    else:
+        assert (accepts, pod_gets) == ([PARTIAL_METADATA_LIST] * pages + ["application/json"] * pages, 0)
+
+
+# -- lost pods -------------------------------------------------------------------------------------------
+async def test_a_running_pod_the_provider_lost_fails(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    h.provider.lose(uid)
+
+    await h.resync(relist=False)
+    await h.settle()
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Failed", "ProviderLost")
+    [container] = status["containerStatuses"]
+    assert container["state"]["terminated"]["exitCode"] == 137
+    assert h.provider.calls["create_pod"] == 1  # a lost pod is not started again
+
+
+# -- bulk status -----------------------------------------------------------------------------------------
+async def test_bulk_status_one_call_reports_on_every_pod(make: Callable[..., Harness]) -> None:
+    h = make(bulk=True)
+    bulk = h.controller.bulk
+    assert bulk is not None
+    await h.start()
+    names = [f"p{i:02}" for i in range(50)]
+    for name in names:
+        h.kube.add(manifest(name))
+    await h.settle()
+    assert h.provider.calls["create_pod"] == 50
+    assert {h.status(n)["phase"] for n in names} == {"Pending"}  # accepted; the poll says more
+
+    h.clock.advance(1)
+    await bulk.poll_once()
+    assert h.provider.calls["get_pod_statuses"] == 1
+    assert h.queue.depth == 50
+    await h.settle()
+    assert {h.status(n)["phase"] for n in names} == {"Running"}
+    assert h.status("p07")["podIP"].startswith("10.1.0.")
+
+    await h.resync(relist=True)  # paged (the fake returns 20 a page): nothing to do
+    assert h.queue.depth == 0
+    await bulk.poll_once()  # nothing changed: nothing to reconcile
+    assert h.queue.depth == 0
+
+    uid = h.api("p07")["metadata"]["uid"]
+    running = h.provider.status_of(uid)
+    done = ContainerStatus("app", "nginx:1.27", ContainerPhase.TERMINATED, reason="Completed", exit_code=0)
+    h.provider.set_status(uid, ProviderPodStatus(PodPhase.SUCCEEDED, (done,), pod_ip=running.pod_ip))
+    await bulk.poll_once()
+    assert h.queue.depth == 1
+    await h.settle()
+    assert h.status("p07")["phase"] == "Succeeded"
+
+    assert h.provider.calls["get_pod_statuses"] == 3
+    assert h.provider.calls["get_pod_status"] == 0
+
+
+async def test_bulk_status_polls_fast_while_pods_are_in_transition(make: Callable[..., Harness]) -> None:
+    h = make(bulk=True, status_poll_fast=2.0, status_poll_slow=30.0, status_poll_budget=60.0)
+    bulk = h.controller.bulk
+    assert bulk is not None
+    await h.start()
+    assert bulk.interval() == 30.0  # nothing to watch
+
+    await h.add("web")
+    assert h.status("web")["phase"] == "Pending"
+    assert bulk.interval() == 2.0
+
+    h.clock.advance(1)
+    await bulk.poll_once()
+    await h.settle()
+    assert h.status("web")["phase"] == "Running"
+    assert bulk.interval() == 30.0
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Running"])
+async def test_bulk_status_never_polls_beyond_its_budget(make: Callable[..., Harness], phase: str) -> None:
+    h = make(bulk=True, status_poll_fast=0.1, status_poll_slow=0.5, status_poll_budget=30.0)
+    bulk = h.controller.bulk
+    assert bulk is not None
+    await h.start()
+    await h.add("web")
+    if phase == "Running":
+        h.clock.advance(1)
+        await bulk.poll_once()
+        await h.settle()
+    assert h.status("web")["phase"] == phase
+    assert bulk.interval() == 2.0  # 60 s / 30 calls
+
+
+@pytest.mark.parametrize(
+    ("completed", "phase"),
+    [
+        pytest.param(False, "Failed", id="lost-while-running"),
+        pytest.param(True, "Succeeded", id="gone-after-completing"),
+    ],
+)
+async def test_bulk_status_a_pod_gone_from_the_provider_is_steady_once_reported(
+    make: Callable[..., Harness], completed: bool, phase: str
+) -> None:
+    """A pod whose backend object is gone and whose final status is written can change no more:
+    it must not hold the poll at the fast pace for as long as its API object exists."""
+    h = make(bulk=True, status_poll_fast=2.0, status_poll_slow=30.0, status_poll_budget=60.0)
+    bulk = h.controller.bulk
+    assert bulk is not None
+    await h.start()
+    uid = (await h.add("job"))["metadata"]["uid"]
+    h.clock.advance(1)
+    await bulk.poll_once()
+    await h.settle()
+    if completed:
+        done = ContainerStatus(
+            "app", "nginx:1.27", ContainerPhase.TERMINATED, reason="Completed", exit_code=0
+        )
+        h.provider.set_status(uid, ProviderPodStatus(PodPhase.SUCCEEDED, (done,)))
+        await bulk.poll_once()
+        await h.settle()
+        assert h.status("job")["phase"] == "Succeeded"
+    h.provider.lose(uid)  # the backend dropped it (host failure; or cleaned up after completion)
+    await bulk.poll_once()
+    await h.settle()
+    assert h.status("job")["phase"] == phase
+    polls = h.provider.calls["get_pod_statuses"]
+    await bulk.poll_once()  # nothing new: nothing to reconcile
+    assert h.queue.depth == 0 and h.provider.calls["get_pod_statuses"] == polls + 1
+
+    assert bulk.interval() == 30.0

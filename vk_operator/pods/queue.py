@@ -1,0 +1,72 @@
+"""The work queue of pod keys.
+
+A key is queued at most once (a burst of events for a pod costs one reconcile), never held by two
+workers at once (a key that changes while a worker has it is queued again when the worker is
+done), and has at most one retry timer: a retry asked for while one is pending keeps the earlier
+one, so failures can never multiply into parallel retry chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from vk_operator.domain.pod_meta import Key
+
+
+class WorkQueue:
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def retry_pending(self, key: Key) -> bool:
+        """Whether a retry of ``key`` is scheduled (a periodic resync leaves such keys alone)."""
+        return key in self._timers
+
+    def forget(self, key: Key) -> None:
+        """Drop a pending retry (the pod is done: gone, or created after all)."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queued and not self._active
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
