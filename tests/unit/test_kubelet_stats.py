@@ -17,7 +17,14 @@ from vk_operator.domain.logs import (
     select_history,
 )
 from vk_operator.domain.model import PodRef
-from vk_operator.domain.stats import ContainerUsage, PodUsage, resource_metrics, summary
+from vk_operator.domain.stats import (
+    ContainerUsage,
+    NodeCpuTime,
+    NodeUsage,
+    PodUsage,
+    resource_metrics,
+    summary,
+)
 
 T0 = datetime.datetime(2024, 3, 4, 5, 6, 7, tzinfo=datetime.UTC)
 
@@ -38,9 +45,14 @@ def _pods() -> list[PodUsage]:
     ]
 
 
+def _node(pods: list[PodUsage], own_cpu_ns: int = 0, own_memory: int = 0) -> NodeUsage:
+    return NodeCpuTime().update(T0, pods, own_cpu_ns, own_memory)
+
+
 def test_summary_shape_and_sums() -> None:
     now = T0 + datetime.timedelta(seconds=11)
-    body = summary("vk-1", T0, now, _pods(), memory_capacity_bytes=5000)
+    pods = _pods()
+    body = summary("vk-1", T0, now, pods, _node(pods), memory_capacity_bytes=5000)
     node = body["node"]
     assert node["nodeName"] == "vk-1" and node["startTime"] == "2024-03-04T05:06:07Z"
     assert node["cpu"] == {
@@ -58,12 +70,16 @@ def test_summary_shape_and_sums() -> None:
 
 
 def test_empty_node_summary() -> None:
-    body = summary("vk-1", T0, T0, [])
-    assert body["pods"] == [] and body["node"]["cpu"]["usageNanoCores"] == 0
+    body = summary("vk-1", T0, T0, [], _node([], own_cpu_ns=5_000_000, own_memory=80_000_000))
+    # The node's own process: never zero (metrics-server drops a node reporting 0).
+    assert body["pods"] == [] and body["node"]["cpu"]["usageNanoCores"] >= 1
+    assert body["node"]["cpu"]["usageCoreNanoSeconds"] == 5_000_000
+    assert body["node"]["memory"]["workingSetBytes"] == 80_000_000
 
 
 def test_resource_metrics_parse_as_prometheus_with_kubelet_names_and_labels() -> None:
-    text = resource_metrics(T0 + datetime.timedelta(seconds=11), _pods())
+    pods = _pods()
+    text = resource_metrics(T0 + datetime.timedelta(seconds=11), pods, _node(pods))
     families = {f.name: f for f in text_string_to_metric_families(text)}
     # The parser strips _total from counter names.
     assert set(families) == {
@@ -106,7 +122,7 @@ def test_resource_metrics_on_error_report_only_the_scrape_error() -> None:
 
 def test_label_values_are_escaped() -> None:
     pod = PodUsage(PodRef('n"s', "p\\1", "u"), T0, T0, (ContainerUsage("c\n", T0, 0, 0, 0),))
-    text = resource_metrics(T0, [pod])
+    text = resource_metrics(T0, [pod], _node([pod]))
     assert 'container="c\\n",namespace="n\\"s",pod="p\\\\1"' in text
     list(text_string_to_metric_families(text))  # parses
 
@@ -183,3 +199,42 @@ def test_resource_of_api_paths(path: str, resource: str) -> None:
     from vk_operator.metrics import resource_of
 
     assert resource_of(path) == resource
+
+
+def _usage(*containers: tuple[str, str, int, int]) -> list[PodUsage]:
+    """(pod uid, container, start second, cumulative ns) -> one PodUsage per pod."""
+    pods: dict[str, list[ContainerUsage]] = {}
+    for uid, name, start, ns in containers:
+        started = T0 + datetime.timedelta(seconds=start)
+        pods.setdefault(uid, []).append(ContainerUsage(name, started, 1, ns, 1))
+    return [PodUsage(PodRef("ns", uid, uid), T0, T0, tuple(c)) for uid, c in pods.items()]
+
+
+@pytest.mark.parametrize(
+    ("scrapes", "totals"),
+    [
+        # a pod leaves: its CPU time stays counted
+        ([[("a", "c", 0, 10), ("b", "c", 0, 5)], [("a", "c", 0, 12)]], [15, 17]),
+        # a container restarts (new start, counter from 0): the old instance's time stays counted
+        ([[("a", "c", 0, 10)], [("a", "c", 30, 2)], [("a", "c", 30, 4)]], [10, 12, 14]),
+        # a counter that goes down without a new start time is a restart too
+        ([[("a", "c", 0, 10)], [("a", "c", 0, 3)]], [10, 13]),
+        # every pod gone, then new ones
+        ([[("a", "c", 0, 10)], [], [("b", "c", 0, 1)]], [10, 10, 11]),
+    ],
+)
+def test_node_cpu_time_never_decreases(
+    scrapes: list[list[tuple[str, str, int, int]]], totals: list[int]
+) -> None:
+    counter = NodeCpuTime()
+    seen = [counter.update(T0, _usage(*scrape), 0, 0).cpu_core_nano_seconds for scrape in scrapes]
+    assert seen == totals
+
+
+def test_node_cpu_time_includes_the_process_and_its_rate() -> None:
+    counter = NodeCpuTime()
+    counter.update(T0, [], 1_000_000_000, 50)
+    later = counter.update(T0 + datetime.timedelta(seconds=2), [], 1_500_000_000, 60)
+    assert later.cpu_core_nano_seconds == 1_500_000_000
+    assert later.cpu_nano_cores == 250_000_000  # 0.5 s of CPU over 2 s
+    assert later.memory_working_set_bytes == 60

@@ -3,8 +3,9 @@
 Two renderings of the same numbers: the Summary API (``/stats/summary``, JSON of
 ``k8s.io/kubelet/pkg/apis/stats/v1alpha1``) and the resource metrics endpoint
 (``/metrics/resource``, Prometheus text with the kubelet's metric names, labels and help texts,
-which metrics-server and therefore ``kubectl top`` read). A virtual node has no usage of its own:
-its figures are the sums over its pods.
+which metrics-server and therefore ``kubectl top`` read). A virtual node's figures are its own
+process's (the virtual kubelet: a node is never at zero, and metrics-server drops zeros) plus its
+pods', and its CPU time is cumulative (:class:`NodeCpuTime`): it never goes down when a pod leaves.
 """
 
 from __future__ import annotations
@@ -52,6 +53,59 @@ class PodUsage:
         return sum(c.memory_usage_bytes or c.memory_working_set_bytes for c in self.containers)
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeUsage:
+    """The node's totals as the kubelet reports them for its root cgroup."""
+
+    cpu_nano_cores: int
+    cpu_core_nano_seconds: int  # cumulative: never decreases
+    memory_working_set_bytes: int
+    memory_usage_bytes: int
+
+
+class NodeCpuTime:
+    """The node's cumulative CPU time, which only grows.
+
+    Summing the running pods' counters goes DOWN whenever a pod is deleted, completes or restarts
+    a container, and metrics-server then skips the node ("unexpected decrease in cumulative CPU
+    usage"). So the last value of every container that went away (or restarted: a new start time
+    or a lower counter) is kept in ``retired``; memory stays bounded by the containers running now.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[datetime.datetime, int]] = {}
+        self._retired = 0
+        self._reported = 0
+        self._previous: tuple[datetime.datetime, int] | None = None  # for the current rate
+
+    def update(
+        self, now: datetime.datetime, pods: Iterable[PodUsage], own_cpu_ns: int, own_memory_bytes: int
+    ) -> NodeUsage:
+        """Totals for ``pods`` plus the node's own process (CPU time and memory so far)."""
+        pods = list(pods)
+        seen: dict[tuple[str, str], tuple[datetime.datetime, int]] = {}
+        for pod in pods:
+            for container in pod.containers:
+                key = (pod.ref.uid, container.name)
+                value = (container.start_time, container.cpu_core_nano_seconds)
+                before = self._last.get(key)
+                if before is not None and (before[0] != value[0] or value[1] < before[1]):
+                    self._retired += before[1]  # restarted: its previous instance's time stays counted
+                seen[key] = value
+        self._retired += sum(v for k, (_, v) in self._last.items() if k not in seen)
+        self._last = seen
+        total = own_cpu_ns + self._retired + sum(v for _, v in seen.values())
+        self._reported = max(self._reported, total)
+        rate = sum(p.cpu_nano_cores for p in pods)
+        if self._previous is not None and now > self._previous[0]:
+            elapsed = (now - self._previous[0]).total_seconds()
+            rate += max(0, int((own_cpu_ns - self._previous[1]) / elapsed))
+        self._previous = (now, own_cpu_ns)
+        working_set = own_memory_bytes + sum(p.memory_working_set_bytes for p in pods)
+        usage = own_memory_bytes + sum(p.memory_usage_bytes for p in pods)
+        return NodeUsage(max(rate, 1), self._reported, working_set, usage)
+
+
 # -- Summary API ---------------------------------------------------------------------------------------
 def _time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -73,18 +127,18 @@ def summary(
     node_start: datetime.datetime,
     now: datetime.datetime,
     pods: Sequence[PodUsage],
+    node: NodeUsage,
     memory_capacity_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The kubelet's ``Summary`` object (stats/v1alpha1) for a node and its pods."""
-    working_set = sum(p.memory_working_set_bytes for p in pods)
-    node_memory = _memory(now, working_set, sum(p.memory_usage_bytes for p in pods))
+    node_memory = _memory(now, node.memory_working_set_bytes, node.memory_usage_bytes)
     if memory_capacity_bytes is not None:
-        node_memory["availableBytes"] = max(memory_capacity_bytes - working_set, 0)
+        node_memory["availableBytes"] = max(memory_capacity_bytes - node.memory_working_set_bytes, 0)
     return {
         "node": {
             "nodeName": node_name,
             "startTime": _time(node_start),
-            "cpu": _cpu(now, sum(p.cpu_nano_cores for p in pods), sum(p.cpu_core_nano_seconds for p in pods)),
+            "cpu": _cpu(now, node.cpu_nano_cores, node.cpu_core_nano_seconds),
             "memory": node_memory,
             "systemContainers": [],
         },
@@ -178,7 +232,11 @@ def _line(name: str, labels: dict[str, str], value: float, time: datetime.dateti
 
 
 def resource_metrics(
-    now: datetime.datetime, pods: Iterable[PodUsage] | None, *, scrape_error: bool = False
+    now: datetime.datetime,
+    pods: Iterable[PodUsage] | None,
+    node: NodeUsage | None = None,
+    *,
+    scrape_error: bool = False,
 ) -> str:
     """Prometheus text exposition of the kubelet's resource metrics; ``pods=None``: nothing known."""
     samples: dict[str, list[Sample]] = {name: [] for name in _METRICS}
@@ -187,12 +245,9 @@ def resource_metrics(
     samples["resource_scrape_error"].append(({}, error, None))
     if pods is not None:
         pods = list(pods)
-        samples["node_cpu_usage_seconds_total"].append(
-            ({}, sum(p.cpu_core_nano_seconds for p in pods) / 1e9, now)
-        )
-        samples["node_memory_working_set_bytes"].append(
-            ({}, float(sum(p.memory_working_set_bytes for p in pods)), now)
-        )
+        if node is not None:
+            samples["node_cpu_usage_seconds_total"].append(({}, node.cpu_core_nano_seconds / 1e9, now))
+            samples["node_memory_working_set_bytes"].append(({}, float(node.memory_working_set_bytes), now))
         for p in pods:
             pod_labels = {"pod": p.ref.name, "namespace": p.ref.namespace}
             samples["pod_cpu_usage_seconds_total"].append((pod_labels, p.cpu_core_nano_seconds / 1e9, p.time))

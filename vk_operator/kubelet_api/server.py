@@ -17,6 +17,8 @@ import contextlib
 import datetime
 import json
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -51,6 +53,16 @@ from vk_operator.kubelet_api.tls import ServingCertificate
 from vk_operator.provider import LogsProvider, LogsUnavailable, Provider, StatsProvider, parse_quantity
 
 log = logging.getLogger(__name__)
+
+
+def _own_rss_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
 
 FIRST_ENTRY_WAIT = 1.0  # seconds to wait for a provider's first log entry before answering 200
 
@@ -94,6 +106,7 @@ class KubeletServer:
         self.address = address
         self.port = port
         self.started = utcnow()
+        self.node_cpu = stats_domain.NodeCpuTime()
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
@@ -189,6 +202,12 @@ class KubeletServer:
         assert isinstance(self.provider, StatsProvider)
         return await self.guard.call("pod_stats", self.provider.pod_stats)
 
+    def _node_usage(
+        self, now: datetime.datetime, usage: list[stats_domain.PodUsage]
+    ) -> stats_domain.NodeUsage:
+        """The pods' totals plus this process's own CPU time and memory (the node's "system")."""
+        return self.node_cpu.update(now, usage, time.process_time_ns(), _own_rss_bytes())
+
     def _no_stats(self) -> web.Response:
         return _text(
             501, f"provider {self.provider.name} does not report resource usage (no stats capability)"
@@ -206,14 +225,19 @@ class KubeletServer:
             memory: int | None = int(parse_quantity(self.allocatable()["memory"]))
         except (KeyError, ValueError):
             memory = None
-        body = stats_domain.summary(self.node_name, self.started, utcnow(), usage, memory)
+        now = utcnow()
+        body = stats_domain.summary(
+            self.node_name, self.started, now, usage, self._node_usage(now, usage), memory
+        )
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def resource_metrics(self, request: web.Request) -> web.StreamResponse:
         if not isinstance(self.provider, StatsProvider):
             return self._no_stats()
         try:
-            text = stats_domain.resource_metrics(utcnow(), await self._usage())
+            usage = await self._usage()
+            now = utcnow()
+            text = stats_domain.resource_metrics(now, usage, self._node_usage(now, usage))
         except Exception as exc:
             log.warning("stats from provider %s failed: %s", self.provider.name, exc)
             text = stats_domain.resource_metrics(utcnow(), None, scrape_error=True)
