@@ -80,6 +80,8 @@ class VirtualKubelet:
             guard=self.guard,
             allocatable=self.node.allocatable,
         )
+        # After an outage, pods force-deleted meanwhile may never be reported by the watch.
+        self.node.on_reconnected = self.pods.request_relist
         self.kubelet_api = KubeletAPI(
             settings,
             kube,

@@ -109,4 +109,4 @@ async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in its thread pool, a thread hop per watch event.
     vk: VirtualKubelet | None = memo.get("vk")
     if vk is not None:
-        vk.pods.observe(event.get("type") or "ADDED", dict(event["object"]))
+        vk.pods.observe(event.get("type"), dict(event["object"]))  # type None: kopf's (re)listing

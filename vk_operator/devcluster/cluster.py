@@ -294,8 +294,31 @@ class Cluster:
         pids = state["pids"]
         assert isinstance(pids, dict)
         pids[name] = proc.pid
+        commands = state.setdefault("commands", {})
+        assert isinstance(commands, dict)
+        commands[name] = [str(binary), *args]  # to restart it the same way (fault tests)
         self._save(state)  # saved at once, so `down` finds the process even if `up` dies now
         return proc.pid
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM), keep it down ``down_seconds``, start it again with the same
+        flags and wait until it is ready: an outage as clients see it, nothing else changed."""
+        state = self.state()
+        pids, commands = state["pids"], state["commands"]
+        assert isinstance(pids, dict) and isinstance(commands, dict)
+        pid = pids["kube-apiserver"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid, "kube-apiserver"):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        _reap(pid)
+        time.sleep(down_seconds)
+        binary, *args = commands["kube-apiserver"]
+        started = time.monotonic()
+        self._spawn("kube-apiserver", pathlib.Path(binary), args, state)
+        self._wait_http("kube-apiserver", f"{self.server}/readyz", timeout, started, client="admin")
 
     def _ssl_context(self, client: str | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))

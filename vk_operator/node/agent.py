@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vk_operator.domain import node as node_domain
@@ -43,6 +43,7 @@ class NodeAgent:
         self.last_heartbeat: float | None = None  # loop time of the last successful lease renewal
         self._capacity: Capacity | None = None
         self._refresh = asyncio.Event()
+        self.on_reconnected: Callable[[], None] = lambda: None
 
     @property
     def path(self) -> str:
@@ -179,13 +180,26 @@ class NodeAgent:
         self._refresh.set()
 
     async def run_heartbeat(self) -> None:
+        """Renew the Lease every interval. An outage is one WARNING line when it starts and one INFO
+        line when it ends (then ``on_reconnected`` runs: watch events may have been lost)."""
+        failing_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.heartbeat()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("node heartbeat failed: %s", exc)
+                if failing_since is None:
+                    failing_since = loop.time()
+                    log.warning("node heartbeat failed (API server unreachable?): %s", exc)
+                else:
+                    log.debug("node heartbeat still failing: %s", exc)
+            else:
+                if failing_since is not None:
+                    log.info("node heartbeat renewed again after %.0f s", loop.time() - failing_since)
+                    failing_since = None
+                    self.on_reconnected()
             await asyncio.sleep(self.lease_renew_interval)
 
     async def run_status(self) -> None:

@@ -8,6 +8,7 @@ time per pod (``pods.reconciler``), always against the latest API object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -28,6 +29,7 @@ from vk_operator.pods.store import ApiPods, PodStore
 from vk_operator.provider import BulkStatusProvider, PodNotifier, Provider
 
 log = logging.getLogger(__name__)
+RELIST_AFTER_LISTING = 1.0  # seconds of quiet after kopf's (re)listing before our relist
 
 
 class PodController:
@@ -93,6 +95,8 @@ class PodController:
         if self.bulk is not None:
             self.reconciler.on_created = self.bulk.poke
         self.activity = 0  # watch events observed plus reconciles started, so far
+        self._relist_now = asyncio.Event()  # set: the resync loop relists at once
+        self._relist_timer: asyncio.TimerHandle | None = None
         self.started = asyncio.Event()  # the first resync is done: workers may run
         self.adopted = asyncio.Event()  # ... and every pod it found has been reconciled once
         if isinstance(provider, PodNotifier):
@@ -108,9 +112,16 @@ class PodController:
         return self.queue.depth
 
     # -- inputs --------------------------------------------------------------------------------------
-    def observe(self, event_type: str, pod: Pod) -> None:
-        """A watch event from the API (kopf). Cheap: updates the store and enqueues."""
+    def observe(self, event_type: str | None, pod: Pod) -> None:
+        """A watch event from the API (kopf). Cheap: updates the store and enqueues.
+
+        Type None is kopf's (re)listing: after a watch restart (410 Gone, an apiserver restart) the
+        pods deleted meanwhile get no DELETED event, so a relist of our own follows the listing
+        and finds them (as client-go's informers do by comparing their store with the list).
+        """
         self.activity += 1
+        if event_type is None:
+            self.request_relist(after=RELIST_AFTER_LISTING)
         key = pod_key(pod)
         uid = pod["metadata"]["uid"]
         if event_type == "DELETED":
@@ -127,6 +138,13 @@ class PodController:
             if (known or ours) and not pod["metadata"].get("deletionTimestamp"):
                 return  # nothing new to do
         self.queue.add(key)
+
+    def request_relist(self, after: float = 0.0) -> None:
+        """Relist the node's pods from the API soon (``after`` seconds of quiet: a listing of
+        10,000 pods arrives as 10,000 events and needs one relist, not 10,000)."""
+        if self._relist_timer is not None:
+            self._relist_timer.cancel()
+        self._relist_timer = asyncio.get_running_loop().call_later(after, self._relist_now.set)
 
     def _on_provider_change(self, ref: PodRef) -> None:
         self.queue.add((ref.namespace, ref.name))
@@ -185,7 +203,12 @@ class PodController:
                 # gap can leave the store stale, and a list of 10,000 pods costs ~0.4 s of CPU where
                 # the provider's costs ~10 ms.
                 now = time.monotonic()
-                relist = now - listed_at >= self.relist_interval or not self.started.is_set()
+                relist = (
+                    now - listed_at >= self.relist_interval
+                    or not self.started.is_set()
+                    or self._relist_now.is_set()
+                )
+                self._relist_now.clear()
                 if relist:
                     listed_at = now
                 await self.resync(relist=relist)
@@ -198,9 +221,10 @@ class PodController:
                 failures += 1
                 log.warning("resync failed: %s", exc)
             # Until the first resync succeeds nothing is reconciled: retry it quickly.
-            await asyncio.sleep(
-                self.resync_interval if self.started.is_set() else self.backoff.delay(failures)
-            )
+            wait = self.resync_interval if self.started.is_set() else self.backoff.delay(failures)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._relist_now.wait()  # or sooner, when a relist is asked for
 
     async def resync(self, relist: bool = True) -> None:
         """Compare the provider's pods with ours (and, with ``relist``, ours with the API's) and
