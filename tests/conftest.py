@@ -84,6 +84,13 @@ def node_name() -> str:
 async def namespace(admin: Kube) -> AsyncIterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     await admin.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    # The controller-manager makes the `default` ServiceAccount a moment later, or, after a fault
+    # test restarted the apiserver, once its informers have recovered; pods are refused until then.
+    try:
+        await admin.create(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
     try:
         yield name
     finally:

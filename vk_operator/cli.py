@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from vk_operator.config import ConfigError, ProviderStartError, Settings, format
 from vk_operator.kube import ApiError
 
 EXIT_CONFIG = 2
+log = logging.getLogger("vk_operator.cli")
 
 # flag -> Settings field; flags left out are taken from the environment or defaults.
 _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -105,6 +107,26 @@ _KUBELET_API_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "metrics_port",
         {"type": int, "help": "plain-HTTP /metrics, /healthz, /readyz; 0: off"},
     ),
+    "--kubelet-api-max-connections": (
+        "kubelet_api_max_connections",
+        {
+            "type": int,
+            "help": "most connections open at once (default 1000); at the cap the oldest "
+            "one without an authenticated request is closed",
+        },
+    ),
+    "--kubelet-api-first-request-timeout": (
+        "kubelet_api_first_request_timeout",
+        {"type": float, "help": "seconds from accept to the TLS handshake and first request head (10)"},
+    ),
+    "--kubelet-api-header-timeout": (
+        "kubelet_api_header_timeout",
+        {"type": float, "help": "seconds from a later request's first byte to its full head (10)"},
+    ),
+    "--kubelet-api-idle-timeout": (
+        "kubelet_api_idle_timeout",
+        {"type": float, "help": "seconds a keep-alive connection may idle between requests (120)"},
+    ),
 }
 _KUBELET_API_SWITCHES = {
     "--anonymous-auth": ("anonymous_auth", "serve anonymous requests (still authorized)"),
@@ -159,20 +181,47 @@ async def _run(settings: Settings) -> int:
     from vk_operator.app import VirtualKubelet
 
     vk = await VirtualKubelet.from_settings(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()  # kopf's stop flag
+
+    def at_once(signum: int, _frame: object) -> None:
+        # Python runs this between two bytecodes, wherever the loop is (a busy loop would see the
+        # signal only some milliseconds later): flags only. The loop then runs ``on_signal``.
+        vk.refuse_new_work()
+
+    def on_signal(sig: signal.Signals) -> None:
+        # No new pod taken, no new provider create or update; kopf then winds down.
+        if not stop.is_set():
+            log.info("%s received: stopping", sig.name)
+        vk.begin_shutdown()
+        stop.set()
+
+    def take_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)  # the loop's wake-up fd: on_signal
+            signal.signal(sig, at_once)  # in place of the loop's no-op Python-level handler
+
+    take_signals()
     try:
         await vk.start()
     except Exception:
         await vk.stop()
         raise
     try:
-        await kopf.operator(
+        existing = asyncio.all_tasks()
+        tasks = await kopf.spawn_tasks(
             clusterwide=settings.namespace is None,
             namespaces=[settings.namespace] if settings.namespace else (),
             standalone=True,
             memo=kopf.Memo(vk=vk),
+            stop_flag=stop,
         )
+        take_signals()  # kopf has just put its own handlers in place (they only stop kopf)
+        await kopf.run_tasks(tasks, ignored=existing)
     finally:
         await vk.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     return 0
 
 

@@ -84,6 +84,12 @@ class Settings(pydantic_settings.BaseSettings):
     authorization_webhook_cache_authorized_ttl: float = pydantic.Field(300.0, ge=0)
     authorization_webhook_cache_unauthorized_ttl: float = pydantic.Field(30.0, ge=0)
     metrics_port: int = pydantic.Field(10255, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: off
+    # Connections to the kubelet API (and the metrics port): a cap (at it, the oldest connection without an
+    # authenticated request makes room), deadlines for a request head, a keep-alive idle timeout.
+    kubelet_api_max_connections: int = pydantic.Field(1000, ge=1)
+    kubelet_api_first_request_timeout: float = pydantic.Field(10.0, gt=0)  # TLS handshake + first head
+    kubelet_api_header_timeout: float = pydantic.Field(10.0, gt=0)  # a later request's head
+    kubelet_api_idle_timeout: float = pydantic.Field(120.0, gt=0)  # between requests
 
     @property
     def call_timeouts(self) -> CallTimeouts:

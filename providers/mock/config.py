@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import pydantic
 
+from vk_operator.provider import Quantity
+
 TEN_YEARS = 10 * 365 * 24 * 3600  # seconds: the longest duration the mock accepts anywhere
 MIN_LOG_INTERVAL = 0.001  # seconds: finer would make a `kubectl logs` stream endless
 
@@ -25,10 +27,10 @@ class FailureConfig(pydantic.BaseModel):
 class MockConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    cpu: str = "20"
-    memory: str = "100Gi"
-    pods: str = "1000"
-    gpu: str | None = None
+    cpu: Quantity = "20"
+    memory: Quantity = "100Gi"
+    pods: Quantity = "1000"
+    gpu: Quantity | None = None
     start_latency_seconds: Seconds = 0.0
     stop_latency_seconds: Seconds = 0.0
     run_seconds: float | None = pydantic.Field(None, gt=0, le=TEN_YEARS)  # None: run until deleted

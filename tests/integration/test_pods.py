@@ -318,8 +318,12 @@ async def test_deployment_is_scheduled_onto_the_virtual_node(
 
     pods = await eventually(all_running, what="4 replicas Running", timeout=60)
     assert {p["spec"]["nodeName"] for p in pods} == {vn.name}
-    deployment = await admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/burst")
-    assert deployment["status"].get("readyReplicas") == 4
+
+    async def ready_replicas() -> bool:  # the Deployment controller catches up after the pods
+        deployment = await admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/burst")
+        return bool(deployment["status"].get("readyReplicas") == 4)
+
+    await eventually(ready_replicas, what="the Deployment reports 4 ready replicas", timeout=60)
 
 
 async def test_restart_after_kill_9_adopts_finishes_and_cleans_up(

@@ -42,9 +42,9 @@ async def test_a_hanging_create_is_cut_by_its_timeout_and_the_pod_converges(
     event = await wait_event(admin, namespace, "hangs", "ProviderCreateFailed")
     assert "timed out after 1s" in event["message"], event
     assert event["type"] == "Warning"
-    state = vn.provider_state()
-    assert state["calls"]["create"][uid] >= 2  # the hung call, then the one that worked
-    assert state["calls"]["created"][uid] == 1  # and only one pod in the "cloud"
+    # The hung call reached the "cloud" (the mock keeps the pod, as if the answer were lost): the
+    # retry (or the resync) finds it there; never a second pod.
+    assert vn.provider_state()["calls"]["created"][uid] == 1
 
 
 async def test_an_unexpected_exception_is_reported_and_fails_the_pod_at_the_deadline(

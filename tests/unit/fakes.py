@@ -132,6 +132,12 @@ class FakeKube:
         self.deletes: list[tuple[Key, dict[str, Any] | None]] = []
         self.posted_events: list[dict[str, Any]] = []
         self.lists: list[dict[str, Any]] = []  # the query of every LIST
+        self.token_requests: list[dict[str, Any]] = []  # the body of every TokenRequest
+        # Refusals, as the Node authorizer and NodeRestriction answer right after a pod's binding:
+        # the next ``refuse[path]`` GETs of that ConfigMap/Secret are 403, the next
+        # ``refuse_tokens`` TokenRequests 404 "pod not found".
+        self.refuse: collections.Counter[str] = collections.Counter()
+        self.refuse_tokens = 0
 
     # -- helpers for tests (the "user" and other controllers) ----------------------------------------
     def _bump(self, pod: dict[str, Any]) -> None:
@@ -251,6 +257,10 @@ class FakeKube:
         if _SERVICES.match(path):
             return {"kind": "ServiceList", "metadata": {"resourceVersion": str(self.rv)}, "items": []}
         if _OBJECT.match(path):
+            if self.refuse[path] > 0:
+                self.refuse[path] -= 1
+                message = "node: no relationship found between node and this object"
+                raise _error(403, "Forbidden", "GET", path, message)
             obj = self.objects.get(path)
             if obj is None:
                 raise _error(404, "NotFound", "GET", path)
@@ -261,7 +271,12 @@ class FakeKube:
         self.requests.append(("POST", path))
         if _TOKEN.match(path):
             _supported(body.get("kind") == "TokenRequest", f"POST of {body.get('kind')} to token")
-            return {**body, "status": {"token": "fake-token", "expirationTimestamp": rfc3339(T0)}}
+            self.token_requests.append(copy.deepcopy(body))
+            if self.refuse_tokens > 0:
+                self.refuse_tokens -= 1
+                raise _error(404, "NotFound", "POST", path, "pods not found")
+            token = f"fake-token-{len(self.token_requests)}"
+            return {**body, "status": {"token": token, "expirationTimestamp": rfc3339(T0)}}
         if _EVENTS.match(path):
             self.posted_events.append(copy.deepcopy(body))
             return body

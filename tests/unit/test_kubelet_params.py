@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from vk_operator.domain.logs import LogOptions
-from vk_operator.kubelet_api.params import BadRequest, parse_log_options
+from vk_operator.kubelet_api.params import SINCE_FOREVER, BadRequest, parse_log_options
 
 
 def test_defaults_and_every_option() -> None:
@@ -76,3 +76,37 @@ def test_invalid_values_say_which_parameter_and_why(query: dict[str, str], messa
     with pytest.raises(BadRequest, match=None) as caught:
         parse_log_options(query)
     assert message in str(caught.value)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("name", ["tailLines", "limitBytes", "sinceSeconds"])
+@pytest.mark.parametrize("value", [str(INT64_MAX + 1), str(10**30), "9" * 5000])
+def test_integers_beyond_int64_are_refused_naming_the_parameter(name: str, value: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_log_options({name: value})
+    assert f"invalid value for {name}: " in str(caught.value)
+    assert f"(must be <= {INT64_MAX})" in str(caught.value)
+    assert len(str(caught.value)) < 200  # a megabyte of digits is not echoed back
+
+
+def test_integers_are_decimal_int64_as_go_parses_them() -> None:
+    assert parse_log_options({"tailLines": str(INT64_MAX)}).tail_lines == INT64_MAX
+    assert parse_log_options({"limitBytes": str(INT64_MAX)}).limit_bytes == INT64_MAX
+    assert parse_log_options({"tailLines": "+5"}).tail_lines == 5
+    assert parse_log_options({"tailLines": "007"}).tail_lines == 7
+    for raw in ("1_000", "\u0661\u0662", "0x10", "1e3", "5.0", "", "+", "--1"):
+        with pytest.raises(BadRequest, match=r"tailLines: .* \(expected an integer\)"):
+            parse_log_options({"tailLines": raw})
+    with pytest.raises(BadRequest, match=r"tailLines: '-9+\.\.\.' \(must be >= 0\)"):
+        parse_log_options({"tailLines": "-" + "9" * 50})
+
+
+def test_a_since_seconds_older_than_any_container_asks_for_everything() -> None:
+    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    for raw in (str(INT64_MAX), str(SINCE_FOREVER + 1)):
+        options = parse_log_options({"sinceSeconds": raw})
+        assert options.since_seconds is None and options.since(now) is None
+    kept = parse_log_options({"sinceSeconds": str(SINCE_FOREVER)})
+    assert kept.since(now) == now - datetime.timedelta(seconds=SINCE_FOREVER)  # representable

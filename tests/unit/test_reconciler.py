@@ -9,7 +9,7 @@ deadlines and grace periods move with the fake clock. Only the hanging calls spe
 from __future__ import annotations
 
 import asyncio
-import json
+import base64
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +23,8 @@ from vk_operator.kube.client import PARTIAL_METADATA_LIST
 from vk_operator.pods.backoff import Backoff
 from vk_operator.pods.controller import PodController
 from vk_operator.pods.listing import FULL_LIST_ABOVE
+from vk_operator.pods.reconciler import QUIET_DELAYS, QUIET_WINDOW
+from vk_operator.pods.sources import SourceFetcher
 from vk_operator.provider import (
     BulkStatusProvider,
     InvalidPodError,
@@ -93,7 +95,16 @@ class Harness:
         )
         self.queue = self.controller.queue
         self.reconciled: list[Key] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[tuple[str, str, str, str]] = []  # (pod, reason, type, message)
+        recorder = self.controller.events
+        record = recorder.record
+
+        def spy(obj: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+            kind = "Warning" if warning else "Normal"
+            self._events.append((obj["metadata"]["name"], reason, kind, message))
+            record(obj, reason, message, warning=warning)
+
+        recorder.record = spy  # type: ignore[method-assign]
 
     # -- inputs --------------------------------------------------------------------------------------
     def deliver(self) -> int:
@@ -156,17 +167,9 @@ class Harness:
         return status
 
     def events(self, name: str | None = None) -> list[tuple[str, str, str]]:
-        """(reason, type, message) of the Events recorded so far (queued for the senders)."""
-        pending = self.controller.events._pending
-        while not pending.empty():
-            _, _, encoded = pending.get_nowait()
-            pending.task_done()
-            self._events.append(json.loads(encoded))
-        return [
-            (e["reason"], e["type"], e["message"])
-            for e in self._events
-            if name is None or e["involvedObject"]["name"] == name
-        ]
+        """(reason, type, message) of the Events the controller recorded so far (whatever the
+        recorder then makes of them: correlation, rate limits and posting are its own tests')."""
+        return [(reason, kind, message) for who, reason, kind, message in self._events if name in (None, who)]
 
     def reasons(self, name: str | None = None) -> list[str]:
         return [reason for reason, _, _ in self.events(name)]
@@ -801,3 +804,280 @@ async def test_bulk_status_a_pod_gone_from_the_provider_is_steady_once_reported(
     assert h.queue.depth == 0 and h.provider.calls["get_pod_statuses"] == polls + 1
 
     assert bulk.interval() == 30.0
+
+
+# -- missing references wait; tokens; the permissions race right after binding --------------------------
+CONFIGMAP = f"/api/v1/namespaces/{NS}/configmaps/later"
+SECRET = f"/api/v1/namespaces/{NS}/secrets/creds"
+TOKEN_VOLUME = {
+    "name": "kube-api-access",
+    "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
+}
+
+
+def referencing(name: str, *, configmap: bool = True, token: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """A pod whose env needs ConfigMap `later` (and whose volumes a token, with ``token``)."""
+    pod = manifest(name, **kwargs)
+    if configmap:
+        pod["spec"]["containers"][0]["env"] = [
+            {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}
+        ]
+    if token:
+        pod["spec"]["volumes"] = [TOKEN_VOLUME]
+    return pod
+
+
+def uncached(h: Harness) -> None:
+    """Reads are cached for 2 s of real time; these tests move the fake clock instead."""
+    h.controller.reconciler.sources.ttl = 0
+
+
+async def retry(h: Harness, name: str) -> None:
+    """The pod's retry timer fires (its delay passed: the fake clock has moved on)."""
+    h.queue.forget(key(name))
+    await h.reconcile(name)
+
+
+def timer_delay(h: Harness, name: str) -> float:
+    timer = h.queue._timers[key(name)]
+    return timer.when() - asyncio.get_running_loop().time()
+
+
+async def test_a_missing_configmap_never_fails_the_pod_however_long_it_takes(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.add(referencing("web"))
+    await h.settle()
+    for _ in range(5):  # far past the deadline, retried all along
+        h.clock.advance(BACKOFF.deadline)
+        await retry(h, "web")
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Pending", "MandatoryConfigMapNotFound")
+    assert "gave up" not in status["message"]
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    assert h.queue.retry_pending(key("web"))
+    assert h.reasons("web").count("MandatoryConfigMapNotFound") == 6
+    assert h.provider.calls["create_pod"] == 0
+
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}  # applied a little (or a lot) later
+    await retry(h, "web")
+    status = h.status("web")
+    assert status["phase"] == "Running" and "reason" not in status
+    assert not h.queue.retry_pending(key("web"))
+
+
+async def test_provider_failures_keep_the_deadline_counted_from_the_first_of_them(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.add(referencing("web"))
+    await h.settle()
+    h.clock.advance(2 * BACKOFF.deadline)  # waited long for its ConfigMap: that does not count
+    await retry(h, "web")
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+
+    await retry(h, "web")  # the first provider failure
+    assert (h.status("web")["phase"], h.status("web")["reason"]) == ("Pending", "ProviderFailed")
+    h.clock.advance(BACKOFF.deadline - 1)
+    await retry(h, "web")
+    assert h.status("web")["phase"] == "Pending"
+    h.clock.advance(2)
+    await retry(h, "web")
+
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Failed", "ProviderFailed")
+    assert status["message"].startswith("gave up after")
+    assert not h.queue.retry_pending(key("web"))
+
+
+async def test_a_reference_missing_between_provider_failures_restarts_their_deadline(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+    h.kube.add(referencing("web"))
+    await h.settle()  # a provider failure
+    h.clock.advance(BACKOFF.deadline - 1)
+    del h.kube.objects[CONFIGMAP]
+    await retry(h, "web")  # waiting for the ConfigMap again
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+    h.clock.advance(2)
+    await retry(h, "web")  # a provider failure again: a new run of them, not past the deadline
+    assert (h.status("web")["phase"], h.status("web")["reason"]) == ("Pending", "ProviderFailed")
+
+
+async def test_retrying_forever_keeps_the_backoff_at_its_cap(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    h.kube.add(referencing("web"))
+    await h.settle()
+    record = h.controller.store.api_record(key("web"))
+    assert record is not None
+    record.attempts = 5000  # 2.0 ** 4999 would overflow
+    await retry(h, "web")
+    assert BACKOFF.cap - 1 < timer_delay(h, "web") <= BACKOFF.cap
+
+
+async def test_a_waiting_pod_gets_its_token_only_once_it_can_start_and_only_once(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.add(referencing("web", token=True))
+    await h.settle()
+    for _ in range(5):
+        h.clock.advance(BACKOFF.cap)
+        await retry(h, "web")
+    assert h.reasons("web").count("MandatoryConfigMapNotFound") == 6
+    assert h.kube.token_requests == []  # it cannot start anyway
+
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+    await retry(h, "web")
+    uid = h.api("web")["metadata"]["uid"]
+    assert h.status("web")["phase"] == "Running"
+    assert len(h.kube.token_requests) == 1
+    [request] = h.kube.token_requests
+    assert request["spec"]["boundObjectRef"]["uid"] == uid
+    assert request["spec"]["expirationSeconds"] == 3607
+    assert h.provider.prepared[uid].volumes["kube-api-access"].files["token"] == b"fake-token-1"
+
+    h.kube.update(key("web"), lambda p: p["spec"]["containers"][0].update(image="nginx:1.28"))
+    await h.settle()  # an update prepares the pod again: with the cached token
+    assert h.provider.updated == [uid]
+    assert h.provider.prepared[uid].volumes["kube-api-access"].files["token"] == b"fake-token-1"
+    assert len(h.kube.token_requests) == 1
+
+    sources = h.controller.reconciler.sources
+    assert sources.token_holders(key("web")) == (uid,)
+    h.kube.begin_delete(key("web"), grace=30, now=h.clock.utcnow())
+    await h.settle()
+    assert h.kube.pod(key("web")) is None
+    assert sources.cached_tokens == 0 and sources.token_holders(key("web")) == ()
+
+
+async def test_a_token_is_cached_for_80_percent_of_its_lifetime() -> None:
+    clock = FakeClock()
+    kube = FakeKube(NODE)
+    fetcher = SourceFetcher(
+        kube,  # type: ignore[arg-type]
+        FakeProvider(NODE),
+        HOST_IP,
+        ProviderGuard(CallTimeouts()),
+        monotonic=clock.monotonic,
+    )
+    pod = referencing("web", token=True, uid="uid-web")
+    assert await fetcher.token(pod) == "fake-token-1"
+    clock.advance(0.79 * 3607)
+    assert await fetcher.token(pod) == "fake-token-1"
+    assert len(kube.token_requests) == 1
+    clock.advance(0.02 * 3607)
+    assert await fetcher.token(pod) == "fake-token-2"  # refreshed, as the kubelet would
+    assert await fetcher.token(pod) == "fake-token-2"
+
+    other = referencing("web", token=True, uid="uid-web")
+    other["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"] = "vault"
+    assert await fetcher.token(other) == "fake-token-3"  # another audience: another token
+    assert kube.token_requests[-1]["spec"]["audiences"] == ["vault"]
+    assert fetcher.cached_tokens == 2
+
+    fetcher.forget("uid-web")
+    assert fetcher.cached_tokens == 0
+    assert await fetcher.token(pod) == "fake-token-4"
+
+    kube.refuse_tokens = 1
+    fetcher.forget("uid-web")
+    assert await fetcher.token(pod) is None  # refused: not cached
+    assert await fetcher.token(pod) == "fake-token-6"
+
+
+@pytest.mark.parametrize("refused", ["secret-env", "configmap-volume", "token"])
+async def test_refusals_right_after_binding_are_retried_quietly(
+    make: Callable[..., Harness], refused: str
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    pod = referencing("web", configmap=False, token=refused == "token")
+    if refused == "secret-env":
+        h.kube.objects[SECRET] = {"data": {"password": base64.b64encode(b"s3cret").decode()}}
+        h.kube.refuse[SECRET] = 2
+        pod["spec"]["containers"][0]["env"] = [
+            {"name": "P", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}
+        ]
+    elif refused == "configmap-volume":
+        h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+        h.kube.refuse[CONFIGMAP] = 2
+        pod["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "later"}}]
+    else:
+        h.kube.refuse_tokens = 2
+    h.kube.add(pod)
+    await h.settle()
+
+    assert h.events("web") == []  # not a word...
+    assert h.kube.patches == []  # ... nor a status
+    assert 0 < timer_delay(h, "web") <= QUIET_DELAYS[0]  # retried soon
+    await retry(h, "web")
+    assert h.events("web") == [] and h.kube.patches == []
+    assert 0 < timer_delay(h, "web") <= QUIET_DELAYS[1]
+    h.clock.advance(QUIET_DELAYS[0] + QUIET_DELAYS[1])
+    await retry(h, "web")  # the refusals are over
+
+    assert h.status("web")["phase"] == "Running"
+    assert h.reasons("web") == ["ProviderCreateSuccess"]
+    assert len(h.kube.token_requests) == (3 if refused == "token" else 0)
+
+
+async def test_a_refusal_that_lasts_is_reported_after_the_quiet_retries(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.objects[SECRET] = {"data": {"password": base64.b64encode(b"s3cret").decode()}}
+    h.kube.refuse[SECRET] = 1000  # RBAC really forbids it
+    pod = referencing("web", configmap=False, token=True)
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "P", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}
+    ]
+    h.kube.add(pod)
+    await h.settle()
+    for delay in QUIET_DELAYS[:-1]:
+        h.clock.advance(delay)
+        await retry(h, "web")
+    assert h.events("web") == [] and h.kube.patches == []
+
+    h.clock.advance(QUIET_DELAYS[-1])
+    await retry(h, "web")  # the quiet retries are used up: reported
+    status = h.status("web")
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedToReadMandatorySecret")
+    assert "403" in status["message"]
+    assert [(r, t) for r, t, _ in h.events("web")] == [("FailedToReadMandatorySecret", "Warning")]
+    assert timer_delay(h, "web") > QUIET_DELAYS[-1]  # the normal backoff from now on
+    assert h.kube.token_requests == []  # it cannot start anyway
+
+
+async def test_a_refusal_long_after_the_pod_was_first_seen_is_reported_at_once(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uncached(h)
+    h.kube.add(referencing("web"))  # it waits for its ConfigMap first
+    await h.settle()
+    h.clock.advance(QUIET_WINDOW + 1)
+    h.kube.objects[CONFIGMAP] = {"data": {"x": "1"}}
+    h.kube.refuse[CONFIGMAP] = 1
+    await retry(h, "web")
+    assert h.status("web")["reason"] == "FailedToReadMandatoryConfigMap"
+    assert h.reasons("web") == ["MandatoryConfigMapNotFound", "FailedToReadMandatoryConfigMap"]

@@ -28,6 +28,7 @@ from vk_operator.devcluster import build
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CIDR = "10.0.0.0/24"
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+FRONT_PROXY_CLIENT = "front-proxy-client"  # the apiserver's identity towards aggregated API servers
 
 
 class ClusterError(RuntimeError):
@@ -204,6 +205,18 @@ class Cluster:
                 f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
                 "--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
                 "--allow-privileged=true",
+                # The aggregation layer, so aggregated API servers (metrics-server: `kubectl top`)
+                # can run out of cluster: the apiserver proxies to them as front-proxy-client and
+                # they trust the user it names in X-Remote-* headers. With no kube-proxy here the
+                # apiserver must dial the Service's endpoints itself, not its cluster IP.
+                f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-username-headers=X-Remote-User",
+                f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+                "--enable-aggregator-routing=true",
             ]
             if options.verify_kubelet_serving_cert:
                 apiserver_args.append(f"--kubelet-certificate-authority={p / 'ca.crt'}")
@@ -300,15 +313,18 @@ class Cluster:
         self._save(state)  # saved at once, so `down` finds the process even if `up` dies now
         return proc.pid
 
-    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
-        """Stop kube-apiserver (SIGTERM), keep it down ``down_seconds``, start it again with the same
-        flags and wait until it is ready: an outage as clients see it, nothing else changed."""
+    def restart_apiserver(
+        self, down_seconds: float = 0.0, timeout: float = 60.0, stop_grace: float = 5.0
+    ) -> None:
+        """Stop kube-apiserver (SIGTERM; SIGKILL after ``stop_grace`` s: it drains long-running
+        requests for up to a minute otherwise), keep it down ``down_seconds``, start it again with
+        the same flags and wait until it is ready: an outage as clients see it, nothing else changed."""
         state = self.state()
         pids, commands = state["pids"], state["commands"]
         assert isinstance(pids, dict) and isinstance(commands, dict)
         pid = pids["kube-apiserver"]
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + stop_grace
         while _pid_alive(pid, "kube-apiserver"):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
@@ -319,6 +335,26 @@ class Cluster:
         started = time.monotonic()
         self._spawn("kube-apiserver", pathlib.Path(binary), args, state)
         self._wait_http("kube-apiserver", f"{self.server}/readyz", timeout, started, client="admin")
+
+    def restart_etcd(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop etcd (SIGTERM), keep it down ``down_seconds``, start it again with the same flags
+        (and data directory) and wait until it is healthy: the apiserver stays up through it."""
+        state = self.state()
+        pids, commands, ports = state["pids"], state["commands"], state["ports"]
+        assert isinstance(pids, dict) and isinstance(commands, dict) and isinstance(ports, dict)
+        pid = pids["etcd"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid, "etcd"):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        _reap(pid)
+        time.sleep(down_seconds)
+        binary, *args = commands["etcd"]
+        started = time.monotonic()
+        self._spawn("etcd", pathlib.Path(binary), args, state)
+        self._wait_http("etcd", f"http://127.0.0.1:{ports['etcd']}/health", timeout, started)
 
     def _ssl_context(self, client: str | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
@@ -435,6 +471,11 @@ class Cluster:
                 ],
             ),
         )
+        # The aggregator's client identity has a CA of its own, as kubeadm does: aggregated servers
+        # take X-Remote-User only from a certificate it signs, never from any client of ca.crt.
+        front_proxy_ca = pki.new_ca("front-proxy-ca")
+        self._write_pair(p / "front-proxy-ca", front_proxy_ca)
+        self._write_pair(p / "front-proxy-client", pki.issue(front_proxy_ca, FRONT_PROXY_CLIENT, client=True))
         sa_key, sa_pub = pki.new_signing_key()
         (p / "sa.key").write_bytes(sa_key)
         (p / "sa.pub").write_bytes(sa_pub)

@@ -46,6 +46,25 @@ PERMANENT_REASONS = frozenset(
     }
 )
 
+# Problems with what the pod references, fixed by someone creating or correcting it: a missing
+# mandatory ConfigMap/Secret or key, one that cannot be read, a volume whose source is missing
+# (FailedMount). The kubelet keeps such a pod waiting (CreateContainerConfigError, or
+# ContainerCreating with FailedMount events) until the reference is there, however long that takes:
+# they are retried with capped backoff and never fail the pod, unlike provider failures, which
+# fail it past the deadline. (PodIPNotAvailable/HostIPNotAvailable are the provider's or the node's,
+# not the pod's: they keep the deadline.)
+WAITING_REASONS = frozenset(
+    {
+        env_domain.MANDATORY_CONFIGMAP_NOT_FOUND,
+        env_domain.MANDATORY_CONFIGMAP_KEY_NOT_FOUND,
+        env_domain.FAILED_TO_READ_MANDATORY_CONFIGMAP,
+        env_domain.MANDATORY_SECRET_NOT_FOUND,
+        env_domain.MANDATORY_SECRET_KEY_NOT_FOUND,
+        env_domain.FAILED_TO_READ_MANDATORY_SECRET,
+        volume_domain.FAILED_MOUNT,
+    }
+)
+
 
 def prepare(pod: Pod, sources: env_domain.Sources, volume_types: frozenset[str] = frozenset()) -> Preparation:
     """``volume_types``: volume types the provider declares it mounts itself (passed through)."""

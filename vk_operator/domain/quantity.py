@@ -24,3 +24,23 @@ def parse_quantity(text: str | int | float) -> Fraction:
     elif suffix:  # decimal exponent
         value *= Fraction(10) ** int(suffix[1:])
     return -value if sign == "-" else value
+
+
+def check_quantity(text: str) -> str:
+    """``text`` when it is a non-negative quantity, else ValueError saying why (for config models:
+    the API server refuses a Node status with a malformed or negative capacity)."""
+    value = parse_quantity(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is negative")
+    return text
+
+
+def capacity_problems(resources: dict[str, str]) -> list[str]:
+    """What is wrong with a node's capacity (resource -> quantity), one line per resource."""
+    problems = []
+    for resource, text in resources.items():
+        try:
+            check_quantity(text)
+        except ValueError as exc:
+            problems.append(f"{resource}: {exc}")
+    return problems

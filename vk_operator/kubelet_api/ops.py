@@ -5,17 +5,22 @@ them: node registered, lease fresh, provider reachable) and lists each, Kubernet
 
     [+]registered ok
     [-]lease-fresh failed: last renewal 52.1 s ago (lease duration 40 s)
+
+The port has no authentication, so its connections are bounded as the kubelet API's are (the same
+limits; connections.py): a flood of them must not take memory from the node.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vk_operator import metrics
+from vk_operator.kubelet_api.connections import BoundedSite, ConnectionLimits, Connections
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +28,39 @@ Check = Callable[[], Awaitable[str | None]]  # None: healthy; else why not
 
 
 class OpsServer:
-    def __init__(self, *, address: str, port: int, checks: Mapping[str, Check]) -> None:
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int,
+        checks: Mapping[str, Check],
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.address = address
         self.port = port
         self.checks = dict(checks)
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
+        self.connections = Connections(limits, listener="metrics")
+        self.app = web.Application(middlewares=[self.connections.middleware])
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/livez", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        handler_kwargs: dict[str, Any] = {
+            "access_log": None,
+            "keepalive_timeout": self.connections.limits.idle_timeout,
+        }
+        self._runner = web.AppRunner(self.app, shutdown_timeout=1.0, **handler_kwargs)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port, shutdown_timeout=1.0)
+        site = BoundedSite(
+            self._runner,
+            self.address,
+            self.port,
+            connections=self.connections,
+            handler_kwargs=handler_kwargs,
+        )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         log.info("metrics and health endpoints on http://%s:%d", self.address, self.port)

@@ -8,6 +8,10 @@ Routes (every request is authenticated and authorized first, unknown paths inclu
 * ``POST|GET /exec/{namespace}/{pod}/{container}`` — ``kubectl exec`` over SPDY (exec.py);
 * ``POST|GET /portForward/{namespace}/{pod}`` — ``kubectl port-forward`` over SPDY (portforward.py);
 * ``GET /healthz``.
+
+Connections are bounded (a cap, deadlines for the handshake and request heads, an idle timeout) and
+bad requests logged in one rate-limited line: connections.py. A request without credentials is
+answered 401 and its connection closed, so only authenticated clients keep connections alive.
 """
 
 from __future__ import annotations
@@ -39,12 +43,19 @@ from vk_operator.domain.model import Pod, PodRef
 from vk_operator.domain.pod_meta import Key
 from vk_operator.guard import ProviderGuard
 from vk_operator.kubelet_api.auth import (
+    ANONYMOUS,
     Authenticator,
     AuthorizationError,
     Authorizer,
     Forbidden,
     Unauthenticated,
     request_attributes,
+)
+from vk_operator.kubelet_api.connections import (
+    BoundedSite,
+    ConnectionLimits,
+    Connections,
+    raise_descriptor_limit,
 )
 from vk_operator.kubelet_api.exec import ExecRoutes
 from vk_operator.kubelet_api.params import BadRequest, parse_log_options
@@ -94,6 +105,7 @@ class KubeletServer:
         port: int = 10250,
         guard: ProviderGuard | None = None,
         allocatable: Callable[[], Mapping[str, str]] = dict,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.node_name = node_name
         self.provider = provider
@@ -108,11 +120,12 @@ class KubeletServer:
         self.started = utcnow()
         self.node_cpu = stats_domain.NodeCpuTime()
         self._runner: web.AppRunner | None = None
+        self.connections = Connections(limits)
         self.app = self._build_app()
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth_middleware])
+        app = web.Application(middlewares=[self.connections.middleware, self._auth_middleware])
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_get("/containerLogs", self.malformed_logs_path)
         app.router.add_get("/containerLogs/{rest:.*}", self.malformed_logs_path)
@@ -130,10 +143,27 @@ class KubeletServer:
 
     async def start(self) -> int:
         """Listen (TLS only); returns the port, which differs from ``port`` only when that is 0."""
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        limits = self.connections.limits
+        descriptors = raise_descriptor_limit(limits.max_connections + 256)
+        if descriptors < limits.max_connections + 64:
+            log.warning(
+                "the open files limit (%d) is below the kubelet API's connection cap (%d, "
+                "--kubelet-api-max-connections): raise the limit or lower the cap",
+                descriptors,
+                limits.max_connections,
+            )
+        handler_kwargs: dict[str, Any] = {"access_log": None, "keepalive_timeout": limits.idle_timeout}
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, shutdown_timeout=1.0, **handler_kwargs
+        )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.address, self.port, ssl_context=self.serving.context, shutdown_timeout=1.0
+        site = BoundedSite(
+            self._runner,
+            self.address,
+            self.port,
+            connections=self.connections,
+            ssl_context=self.serving.context,
+            handler_kwargs=handler_kwargs,
         )
         await site.start()
         address = self._runner.addresses[0]
@@ -164,7 +194,11 @@ class KubeletServer:
             user = await self.authenticator.authenticate(peercert, request.headers.get("Authorization"))
         except Unauthenticated as exc:
             log.debug("401 %s %s: %s", request.method, request.path, exc)
-            return _text(401, "Unauthorized")
+            refused = _text(401, "Unauthorized")
+            refused.force_close()  # no keep-alive for whoever is not somebody
+            return refused
+        if user.name != ANONYMOUS:  # somebody: kept at the connection cap
+            self.connections.trust_request(request)
         upgrade = "upgrade" in request.headers.get("Connection", "").lower()
         attributes = request_attributes(request.method, request.path, self.node_name, upgrade=upgrade)
         try:

@@ -19,6 +19,7 @@ from vk_operator.domain.pod_meta import Key
 from vk_operator.guard import ProviderGuard
 from vk_operator.kube import Kube
 from vk_operator.kubelet_api.auth import Authenticator, Authorizer
+from vk_operator.kubelet_api.connections import ConnectionLimits
 from vk_operator.kubelet_api.ops import Check, OpsServer
 from vk_operator.kubelet_api.server import KubeletServer
 from vk_operator.kubelet_api.tls import CSRRequester, ServingCertificate
@@ -83,6 +84,12 @@ class KubeletAPI:
             allowed_ttl=settings.authorization_webhook_cache_authorized_ttl,
             denied_ttl=settings.authorization_webhook_cache_unauthorized_ttl,
         )
+        self.limits = ConnectionLimits(
+            max_connections=settings.kubelet_api_max_connections,
+            first_request_timeout=settings.kubelet_api_first_request_timeout,
+            header_timeout=settings.kubelet_api_header_timeout,
+            idle_timeout=settings.kubelet_api_idle_timeout,
+        )
         self.server = KubeletServer(
             node_name=settings.nodename,
             provider=provider,
@@ -94,6 +101,7 @@ class KubeletAPI:
             port=settings.kubelet_port,
             guard=guard,
             allocatable=allocatable,
+            limits=self.limits,
         )
         self.guard = self.server.guard
         self.csr = CSRRequester(kube, self.serving, self_approve=settings.serving_cert_self_approve)
@@ -107,7 +115,9 @@ class KubeletAPI:
         )
         self.ops: OpsServer | None = None
         if settings.metrics_port:
-            self.ops = OpsServer(address=settings.address, port=settings.metrics_port, checks=self.checks())
+            self.ops = OpsServer(
+                address=settings.address, port=settings.metrics_port, checks=self.checks(), limits=self.limits
+            )
         self.client_ca = client_ca
 
     # -- readiness ---------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from typing import Any
 
 from vk_operator.domain import node as node_domain
 from vk_operator.domain.clock import utcnow
-from vk_operator.domain.errors import ProviderError
+from vk_operator.domain.errors import PermanentError, ProviderError
 from vk_operator.domain.model import Capacity
+from vk_operator.domain.quantity import capacity_problems
 from vk_operator.guard import ProviderGuard
 from vk_operator.kube import ApiError, Kube
 from vk_operator.kube.client import MERGE_PATCH
@@ -64,7 +65,13 @@ class NodeAgent:
         """The provider's capacity, cached for everyone else (pods read ``allocatable``); on a
         failed call after start-up the last value stands."""
         try:
-            self._capacity = await self.guard.call("capacity", self.provider.capacity)
+            capacity = await self.guard.call("capacity", self.provider.capacity)
+            problems = capacity_problems(capacity.as_resources())
+            if problems:  # the API server would refuse every Node status write with it (422)
+                raise PermanentError(
+                    f"provider {self.provider.name} reports an invalid capacity: {'; '.join(problems)}"
+                )
+            self._capacity = capacity
         except ProviderError as exc:
             if self._capacity is None:
                 raise
@@ -219,6 +226,21 @@ class NodeAgent:
                 log.warning("node status update failed: %s", exc)
             except Exception as exc:
                 log.warning("node status update failed: %s", exc)
+
+    async def may_deregister(self) -> tuple[bool, str]:
+        """Whether this identity may delete its Node (a SelfSubjectAccessReview), and the
+        authorizer's reason. ``system:node`` identities may not: NodeRestriction aside, the Node
+        authorizer grants no ``delete nodes``."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {"verb": "delete", "resource": "nodes", "name": self.identity.name}
+            },
+        }
+        answer = await self.kube.create("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or status.get("evaluationError") or "")
 
     async def deregister(self) -> None:
         try:

@@ -98,6 +98,9 @@ class PodController:
         self._relist_now = asyncio.Event()  # set: the resync loop relists at once
         self._relist_timer: asyncio.TimerHandle | None = None
         self.started = asyncio.Event()  # the first resync is done: workers may run
+        self.draining = False  # shutting down: workers take no further keys (``stop_accepting``)
+        self.worker_tasks: list[asyncio.Task[None]] = []
+        self._waiting_workers: set[asyncio.Task[Any]] = set()  # idle in ``queue.get()``
         self.adopted = asyncio.Event()  # ... and every pod it found has been reconciled once
         if isinstance(provider, PodNotifier):
             provider.notify_pods(self._on_provider_change)
@@ -159,8 +162,17 @@ class PodController:
             # A provider that cannot push status changes is polled; one that can costs nothing idle.
             poll = poll_each(self.store, self.queue, self.status_poll_interval)
             tasks.append(asyncio.create_task(self._after_start(poll), name="pod-status-poll"))
-        tasks += [asyncio.create_task(self._worker(), name=f"pod-worker-{i}") for i in range(self.workers)]
-        return tasks + self.events.start()
+        self.worker_tasks = [
+            asyncio.create_task(self._worker(), name=f"pod-worker-{i}") for i in range(self.workers)
+        ]
+        return tasks + self.worker_tasks + self.events.start()
+
+    def stop_accepting(self) -> None:
+        """Shutdown: no worker takes another key. Idle workers end now; busy ones end when their
+        reconcile does (the caller bounds that by cancelling ``worker_tasks``)."""
+        self.draining = True
+        for task in self._waiting_workers:
+            task.cancel()
 
     async def _after_start(self, loop: Coroutine[Any, Any, None]) -> None:
         try:
@@ -171,9 +183,22 @@ class PodController:
         await loop
 
     async def _worker(self) -> None:
-        await self.started.wait()
-        while True:
-            key = await self.queue.get()
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting_workers.add(task)
+        try:
+            await self.started.wait()
+        finally:
+            self._waiting_workers.discard(task)
+        while not self.draining:
+            self._waiting_workers.add(task)
+            try:
+                key = await self.queue.get()
+            finally:
+                self._waiting_workers.discard(task)
+            if self.draining:  # the stop signal came meanwhile: the key stays undone
+                self.queue.done(key)
+                break
             self.activity += 1
             try:
                 await self.reconciler.reconcile(key)

@@ -4,6 +4,12 @@
 step: remove orphans (provider pods whose API object is gone or replaced), create, update, sync
 status, or finish a deletion. Failed provider calls are retried through the work queue with
 capped backoff; a pod fails when an error is permanent or transient errors outlast the deadline.
+A pod whose references are missing (a ConfigMap, a Secret, a key) waits for them, retried with
+capped backoff for as long as it takes, as the kubelet keeps it in CreateContainerConfigError:
+the deadline is for provider failures. Right after a pod is bound, the API may refuse its
+ConfigMaps/Secrets (403) and its token (404) until the Node authorizer and NodeRestriction have
+seen the binding: such refusals are retried quickly and quietly for a few seconds before they are
+reported.
 """
 
 from __future__ import annotations
@@ -16,22 +22,38 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vk_operator.domain import env as env_domain
 from vk_operator.domain import pod_status as status_domain
 from vk_operator.domain.clock import utcnow
 from vk_operator.domain.errors import NotFoundError, ProviderError
 from vk_operator.domain.model import Pod, PodPhase, ProviderPodStatus
 from vk_operator.domain.pod_meta import Key, grace_left, pod_key, resource_version, spec_fingerprint
-from vk_operator.domain.prepared import PERMANENT_REASONS, Preparation, prepare
+from vk_operator.domain.prepared import PERMANENT_REASONS, WAITING_REASONS, Preparation, prepare
 from vk_operator.guard import ProviderGuard
 from vk_operator.kube import ApiError, Kube
 from vk_operator.pods.backoff import Backoff
 from vk_operator.pods.events import EventRecorder
 from vk_operator.pods.queue import WorkQueue
-from vk_operator.pods.sources import SourceFetcher
+from vk_operator.pods.sources import SourceFetcher, refused
 from vk_operator.pods.store import PodRecord, PodStore
 from vk_operator.provider import Provider, declared_volume_types
 
 log = logging.getLogger(__name__)
+# Refusals right after a pod is bound (the Node authorizer's graph and NodeRestriction lag the
+# binding, typically by well under a second): retried after these delays (~2 s in all) without an
+# Event or a status, as long as the pod was first seen less than QUIET_WINDOW seconds ago.
+QUIET_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.8)
+QUIET_WINDOW = 10.0
+MAX_BACKOFF_EXPONENT = 64  # attempts beyond this all wait the cap (2.0 ** 1024 overflows)
+
+
+@dataclasses.dataclass(slots=True)
+class _Quiet:
+    """A pod not created yet: when we first saw it, and how many quiet retries it had."""
+
+    uid: str
+    first_seen: float
+    retries: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +93,13 @@ class Reconciler:
         self.clock = clock or Clock()
         self.volume_types = declared_volume_types(provider)
         self.on_created: Callable[[], None] = lambda: None  # e.g. poke the bulk status poll
+        self._quiet: dict[Key, _Quiet] = {}  # pods not created yet, by key
 
     async def reconcile(self, key: Key) -> None:
         record = self.store.api_record(key)
         # A pod of the same name but another UID is a different pod: the old one is an orphan.
         await self._remove_orphans(key, keep_uid=record.ref.uid if record else None)
+        self._forget_untracked(key, record)
         if record is None:
             return
         pod = record.api_pod
@@ -88,7 +112,18 @@ class Reconciler:
             await self._sync_status(pod, record)
 
     def _retry(self, record: PodRecord, delay: float | None = None) -> None:
-        self.queue.add_after(record.key, self.backoff.delay(record.attempts) if delay is None else delay)
+        if delay is None:
+            delay = self.backoff.delay(min(record.attempts, MAX_BACKOFF_EXPONENT))
+        self.queue.add_after(record.key, delay)
+
+    def _forget_untracked(self, key: Key, record: PodRecord | None) -> None:
+        """Drop what we keep per pod (tokens, first sight) for the key's pods we no longer track."""
+        for uid in self.sources.token_holders(key):
+            if self.store.get(uid) is None:
+                self.sources.forget(uid)
+        quiet = self._quiet.get(key)
+        if quiet is not None and (record is None or record.ref.uid != quiet.uid):
+            del self._quiet[key]
 
     # -- orphans -------------------------------------------------------------------------------------
     async def _remove_orphans(self, key: Key, keep_uid: str | None) -> None:
@@ -109,23 +144,69 @@ class Reconciler:
             self.store.remove(record.ref.uid)
 
     # -- creation ------------------------------------------------------------------------------------
-    async def _prepare(self, pod: Pod) -> Preparation:
-        """Resolve env and volumes; non-fatal findings (optional refs missing...) become events."""
-        preparation = prepare(pod, await self.sources.fetch(pod), self.volume_types)
+    async def _prepare(self, pod: Pod, record: PodRecord, *, quiet: bool = False) -> Preparation | None:
+        """Resolve env and volumes; non-fatal findings (optional refs missing...) become events.
+
+        The service-account token is requested last, only when nothing else is missing: a pod that
+        cannot start anyway costs no TokenRequest (and the token is cached for its lifetime).
+        ``quiet``: a refusal right after the pod was bound is retried quietly (returns None).
+        """
+        sources = await self.sources.fetch(pod)
+        if quiet and refused(sources) and self._retry_quietly(record):
+            return None
+        if env_domain.needs_service_account_token(pod):
+            # A placeholder first: resolve everything else before asking for a token.
+            placeholder = dataclasses.replace(sources, service_account_token="")
+            preparation = prepare(pod, placeholder, self.volume_types)
+            if preparation.fatal is None:
+                token = await self.sources.token(pod)
+                if token is None and quiet and self._retry_quietly(record):
+                    return None
+                sources = dataclasses.replace(sources, service_account_token=token)
+                preparation = prepare(pod, sources, self.volume_types)
+        else:
+            preparation = prepare(pod, sources, self.volume_types)
         for event in preparation.events:
             self.events.record(pod, event.reason, event.message, warning=event.warning)
         return preparation
 
+    def _retry_quietly(self, record: PodRecord) -> bool:
+        """Schedule a quick retry without a word, if the pod is young and has retries left."""
+        quiet = self._quiet.get(record.key)
+        if quiet is None:
+            return False
+        young = self.clock.monotonic() - quiet.first_seen < QUIET_WINDOW
+        if not young or quiet.retries >= len(QUIET_DELAYS):
+            return False
+        delay = QUIET_DELAYS[quiet.retries]
+        quiet.retries += 1
+        log.debug(
+            "%s/%s: refused right after binding; quiet retry %d in %gs", *record.key, quiet.retries, delay
+        )
+        self.queue.add_after(record.key, delay)
+        return True
+
     async def _create(self, pod: Pod, record: PodRecord) -> None:
         if record.phase in ("Succeeded", "Failed"):
             return  # terminal pods are never started again
-        preparation = await self._prepare(pod)
+        quiet = self._quiet.get(record.key)
+        if quiet is None or quiet.uid != record.ref.uid:
+            self._quiet[record.key] = _Quiet(record.ref.uid, self.clock.monotonic())
+        preparation = await self._prepare(pod, record, quiet=True)
+        if preparation is None:
+            return  # refused right after binding: retried quietly
         if preparation.fatal or preparation.prepared is None:
             fatal = preparation.fatal
             assert fatal is not None
             # Not created (a mandatory reference is missing, a volume unsupported...): say why.
             await self._not_created(
-                pod, record, fatal.reason, fatal.reason, fatal.message, fatal.reason in PERMANENT_REASONS
+                pod,
+                record,
+                fatal.reason,
+                fatal.reason,
+                fatal.message,
+                fatal.reason in PERMANENT_REASONS,
+                waits=fatal.reason in WAITING_REASONS,
             )
             return
         try:
@@ -135,6 +216,7 @@ class Reconciler:
                 pod, record, "ProviderCreateFailed", exc.reason, exc.message, exc.permanent
             )
             return
+        self._quiet.pop(record.key, None)
         record.in_provider = True
         record.attempts = 0
         record.first_failure = None
@@ -147,16 +229,33 @@ class Reconciler:
         await self._sync_status(pod, record, just_created=True)
 
     async def _not_created(
-        self, pod: Pod, record: PodRecord, event_reason: str, reason: str, message: str, permanent: bool
+        self,
+        pod: Pod,
+        record: PodRecord,
+        event_reason: str,
+        reason: str,
+        message: str,
+        permanent: bool,
+        *,
+        waits: bool = False,
     ) -> None:
-        """Pending and retried with capped backoff; Failed when permanent or past the deadline."""
+        """Pending and retried with capped backoff; Failed when permanent or past the deadline.
+
+        ``waits``: a reference is missing (or unreadable). The pod waits for it however long it
+        takes, as the kubelet's does: such attempts never count against the deadline, which
+        measures an unbroken run of provider failures.
+        """
         now = self.clock.monotonic()
         record.attempts += 1
-        if record.first_failure is None:
+        if waits:
+            record.first_failure = None
+        elif record.first_failure is None:
             record.first_failure = now
         self.events.record(pod, event_reason, message, warning=True)
-        expired = now - record.first_failure >= self.backoff.deadline
+        expired = record.first_failure is not None and now - record.first_failure >= self.backoff.deadline
         if permanent or expired:
+            self._quiet.pop(record.key, None)
+            self.queue.forget(record.key)
             if not permanent:
                 message = (
                     f"gave up after {record.attempts} attempts over {self.backoff.deadline:g}s: {message}"
@@ -208,7 +307,8 @@ class Reconciler:
 
     async def _update(self, pod: Pod, record: PodRecord, fingerprint: bytes) -> None:
         record.fingerprint = fingerprint
-        preparation = await self._prepare(pod)
+        preparation = await self._prepare(pod, record)
+        assert preparation is not None  # only quiet preparations are put off
         if preparation.prepared is None:
             assert preparation.fatal is not None
             self.events.record(pod, "ProviderUpdateFailed", preparation.fatal.message, warning=True)
@@ -232,8 +332,10 @@ class Reconciler:
         try:
             written = await self.kube.patch(path, body)
         except ApiError as exc:
-            if exc.not_found or exc.conflict:
-                return  # gone or replaced meanwhile; the watch brings the news
+            # Gone or replaced meanwhile (a pod recreated under the name answers our UID with 422
+            # "metadata.uid: field is immutable"); the watch brings the news.
+            if exc.not_found or exc.conflict or _replaced(exc):
+                return
             raise
         record.written_rv = resource_version(written)
         if self.store.api_record(pod_key(pod)) is record and record.rv < record.written_rv:
@@ -281,3 +383,8 @@ class Reconciler:
         except ApiError as exc:
             if not (exc.not_found or exc.conflict):
                 raise
+
+
+def _replaced(exc: ApiError) -> bool:
+    """The status write named a UID the pod under that name no longer has."""
+    return exc.status == 422 and "metadata.uid" in exc.message and "immutable" in exc.message

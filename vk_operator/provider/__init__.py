@@ -37,6 +37,7 @@ from vk_operator.domain.prepared import PreparedPod
 from vk_operator.domain.quantity import parse_quantity
 from vk_operator.domain.stats import ContainerUsage, PodUsage
 from vk_operator.domain.volumes import ResolvedVolume
+from vk_operator.provider.config import Quantity
 from vk_operator.provider.protocols import (
     AttachProvider,
     BulkStatusProvider,
@@ -95,6 +96,7 @@ __all__ = [
     "ProviderFactory",
     "ProviderPodStatus",
     "ProviderTimeoutError",
+    "Quantity",
     "ResolvedVolume",
     "Startable",
     "StatsProvider",

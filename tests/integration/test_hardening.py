@@ -1,0 +1,229 @@
+"""Defects found by outside testing (issue 11) that need no fault injection beyond the mock's:
+retry chains, container states of pods that cannot run, capacity validation, the UID precondition."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import VirtualNode, eventually, pod_manifest, wait_event, wait_phase
+from tests.integration.test_pods import create_pod, pod_path
+from tests.integration.test_provider_config import _configmap
+from vk_operator.devcluster.cluster import Cluster
+from vk_operator.kube import ApiError, Kube
+from vk_operator.kube.client import MERGE_PATCH
+
+StartNode = Callable[..., Awaitable[VirtualNode]]
+MOCK = "mock.vk-operator.io/"
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _after(seconds: float) -> None:
+    """Until ``seconds`` have passed (the test observes a rate over a window, not a condition)."""
+    start = time.monotonic()
+    await eventually(lambda: _async(time.monotonic() - start >= seconds), interval=0.5, timeout=seconds + 30)
+
+
+async def test_a_pod_that_keeps_failing_has_one_retry_schedule_whatever_the_resyncs(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    """Defect 1: every resync started one more retry chain (attempts grew with each resync)."""
+    vn = await virtual_node(
+        "--retry-initial", "0.2", "--retry-cap", "1", "--resync-interval", "0.5", "--relist-interval", "0.5"
+    )
+    created = await create_pod(
+        admin, namespace, pod_manifest("stuck", vn.name, annotations={MOCK + "fail-creates": "100000"})
+    )
+    uid = created["metadata"]["uid"]
+    await wait_event(admin, namespace, "stuck", "ProviderCreateFailed")
+    window = 15.0
+    await _after(window)
+    attempts = vn.provider_state()["calls"]["create"][uid]
+    print(f"create attempts in ~{window:.0f} s with --retry-cap 1 and a resync every 0.5 s: {attempts}")
+    # One chain: ~1 attempt a second once the backoff is capped (plus the first few faster ones).
+    assert attempts <= window + 8, f"{attempts} create attempts in {window} s: retries multiplied"
+    pod = await admin.get(pod_path(namespace, "stuck"))
+    assert pod["status"]["phase"] == "Pending" and pod["status"]["reason"] == "ProviderFailed"
+
+
+@pytest.mark.parametrize(
+    ("spec", "phase", "reason", "state"),
+    [
+        # A volume no provider mounts: Failed, and the container shows it ended (not ContainerCreating).
+        (
+            {"volumes": [{"name": "disk", "hostPath": {"path": "/var/data"}}]},
+            "Failed",
+            "UnsupportedVolume",
+            "terminated",
+        ),
+        # A missing Secret: Pending, and the container waits with the kubelet's reason.
+        (
+            {
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "nginx:1.27",
+                        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}],
+                    }
+                ]
+            },
+            "Pending",
+            "MandatorySecretNotFound",
+            "waiting",
+        ),
+    ],
+)
+async def test_pods_that_cannot_run_show_what_a_kubelet_would(
+    admin: Kube,
+    namespace: str,
+    virtual_node: StartNode,
+    spec: dict[str, Any],
+    phase: str,
+    reason: str,
+    state: str,
+) -> None:
+    """Defect 7: `kubectl get pods` said ContainerCreating for Failed pods and missing Secrets."""
+    vn = await virtual_node("--retry-initial", "0.2", "--retry-cap", "0.5")
+    await create_pod(admin, namespace, pod_manifest("cannot", vn.name, **spec))
+
+    async def settled() -> dict[str, Any] | None:
+        status = (await admin.get(pod_path(namespace, "cannot"))).get("status") or {}
+        ok = (
+            status.get("phase") == phase
+            and status.get("reason") == reason
+            and status.get("containerStatuses")
+        )
+        return status if ok else None
+
+    status = await eventually(settled, what=f"{phase} with {reason}")
+    [container] = status["containerStatuses"]
+    assert list(container["state"]) == [state], container
+    details = container["state"][state]
+    assert details.get("reason") != "ContainerCreating", container
+    if state == "waiting":
+        assert details["reason"] == "CreateContainerConfigError" and "nope" in details["message"]
+    else:
+        assert details["reason"] == reason and details["exitCode"] != 0
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "inf", "1e300", "-3"])
+async def test_a_malformed_mock_annotation_fails_the_pod_naming_it(
+    admin: Kube, namespace: str, virtual_node: StartNode, value: str
+) -> None:
+    """Defect 8: such values raised non-ProviderError exceptions in a silent loop."""
+    vn = await virtual_node()
+    await create_pod(
+        admin, namespace, pod_manifest("odd", vn.name, annotations={MOCK + "run-seconds": value})
+    )
+    failed = await wait_phase(admin, namespace, "odd", "Failed")
+    assert failed["status"]["reason"] == "InvalidPod"
+    assert "mock.vk-operator.io/run-seconds" in failed["status"]["message"]
+    event = await wait_event(admin, namespace, "odd", "ProviderCreateFailed")
+    assert event["type"] == "Warning" and "run-seconds" in event["message"]
+    assert "Traceback" not in vn.process.log()
+
+
+@pytest.mark.parametrize(("bad", "field"), [("cpu: lots\n", "cpu"), ("memory: -5Gi\n", "memory")])
+async def test_a_bad_capacity_is_refused_on_reload_and_the_old_config_keeps_serving(
+    admin: Kube, cluster: Cluster, namespace: str, virtual_node: StartNode, bad: str, field: str
+) -> None:
+    """Defect 9: it was accepted, and then every Node status PATCH failed with 422."""
+    await _configmap(admin, namespace, "cpu: '4'\n")
+    vn = await virtual_node(
+        "--provider-config",
+        f"configmap:{namespace}/vk-provider",
+        "--node-status-interval",
+        "1",
+        kubeconfig=cluster.admin_kubeconfig,
+    )
+    node_path = f"/api/v1/nodes/{vn.name}"
+
+    async def heartbeat() -> str:
+        node = await admin.get(node_path)
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        return str(ready["lastHeartbeatTime"])
+
+    cm_path = f"/api/v1/namespaces/{namespace}/configmaps/vk-provider"
+    await admin.patch(cm_path, {"data": {"config.yaml": bad}}, MERGE_PATCH)
+    refused = await wait_event(admin, namespace, "vk-provider", "ProviderConfigInvalid")
+    assert field in refused["message"], refused
+    before = await heartbeat()
+
+    async def status_still_written() -> bool:
+        return await heartbeat() != before
+
+    await eventually(status_still_written, what="node status written after the bad config", timeout=30)
+    node = await admin.get(node_path)
+    assert node["status"]["capacity"]["cpu"] == "4"
+
+
+def test_a_bad_capacity_at_start_is_exit_2_naming_the_field(
+    cluster: Cluster, node_name: str, tmp_path: Any, start_vk: Callable[..., Any]
+) -> None:
+    config = tmp_path / "mock.yaml"
+    config.write_text("cpu: lots\nmemory: -5Gi\n")
+    process = start_vk(
+        "--provider",
+        "mock",
+        "--provider-config",
+        str(config),
+        "--nodename",
+        node_name,
+        "--kubeconfig",
+        str(cluster.node_kubeconfig(node_name)),
+    )
+    assert process.proc.wait(timeout=60) == 2, process.log()
+    last = process.log().strip().splitlines()[-1]
+    assert "cpu:" in last and "memory:" in last, last
+
+
+async def test_a_pod_recreated_under_its_name_survives_its_predecessors_clean_up(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    """Defect 20: the final delete's UID precondition is what keeps a StatefulSet pod recreated under
+    the same name from being deleted when its predecessor's stop in the provider completes."""
+    vn = await virtual_node()
+    old = await create_pod(
+        admin, namespace, pod_manifest("web-0", vn.name, annotations={MOCK + "stop-seconds": "4"})
+    )
+    await wait_phase(admin, namespace, "web-0", "Running")
+    others = await create_pod(admin, namespace, pod_manifest("bystander", vn.name))
+    await wait_phase(admin, namespace, "bystander", "Running")
+    await admin.delete(pod_path(namespace, "web-0"), {"gracePeriodSeconds": 30})
+
+    async def stopping() -> bool:  # the VK has started the (4 s) stop in the provider
+        return bool(vn.provider_state()["calls"]["delete"].get(old["metadata"]["uid"]))
+
+    await eventually(stopping, what="the provider asked to stop the old web-0")
+    # A controller force-removes it and recreates the name before the provider has stopped it.
+    await admin.delete(pod_path(namespace, "web-0"), {"gracePeriodSeconds": 0})
+
+    async def recreate() -> dict[str, Any] | None:
+        try:
+            return await create_pod(admin, namespace, pod_manifest("web-0", vn.name))  # type: ignore[no-any-return]
+        except ApiError as exc:
+            if exc.conflict:  # the old object is still being removed
+                return None
+            raise
+
+    new = await eventually(recreate, what="web-0 recreated")
+    old_uid, new_uid = old["metadata"]["uid"], new["metadata"]["uid"]
+    await eventually(
+        lambda: _async(old_uid not in vn.provider_uids()),
+        what="the old web-0 gone from the provider",
+        timeout=30,
+    )
+    # The old one's clean-up is over: the new one must still be there, running, created once.
+    running = await wait_phase(admin, namespace, "web-0", "Running")
+    assert running["metadata"]["uid"] == new_uid
+    await _after(2)
+    current = await admin.get(pod_path(namespace, "web-0"))
+    assert current["metadata"]["uid"] == new_uid and not current["metadata"].get("deletionTimestamp")
+    assert new_uid in vn.provider_uids() and others["metadata"]["uid"] in vn.provider_uids()
+    assert vn.provider_state()["calls"]["created"][new_uid] == 1
