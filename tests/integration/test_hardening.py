@@ -227,3 +227,53 @@ async def test_a_pod_recreated_under_its_name_survives_its_predecessors_clean_up
     assert current["metadata"]["uid"] == new_uid and not current["metadata"].get("deletionTimestamp")
     assert new_uid in vn.provider_uids() and others["metadata"]["uid"] in vn.provider_uids()
     assert vn.provider_state()["calls"]["created"][new_uid] == 1
+
+
+async def test_a_running_pods_conditions_carry_no_stale_reason(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    """Defect 6: a strategic-merge patch keeps a condition's old reason, so every Running pod showed
+    Initialized=True with reason ContainersNotInitialized and Ready=True with ContainersNotReady."""
+    vn = await virtual_node()
+    await create_pod(
+        admin, namespace, pod_manifest("late", vn.name, annotations={MOCK + "start-seconds": "2"})
+    )
+
+    async def pending_with_reasons() -> bool:
+        pod = await admin.get(pod_path(namespace, "late"))
+        conditions = {c["type"]: c for c in pod.get("status", {}).get("conditions") or []}
+        return conditions.get("Ready", {}).get("reason") == "ContainersNotReady"
+
+    await eventually(pending_with_reasons, what="Ready=False with a reason while starting")
+    running = await wait_phase(admin, namespace, "late", "Running")
+
+    async def all_true() -> dict[str, Any] | None:
+        pod = await admin.get(pod_path(namespace, "late"))
+        conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+        return conditions if all(c["status"] == "True" for c in conditions.values()) else None
+
+    conditions = await eventually(all_true, what="every condition True")
+    for kind in ("Initialized", "ContainersReady", "Ready"):
+        assert "reason" not in conditions[kind] and "message" not in conditions[kind], conditions[kind]
+    assert running["status"]["phase"] == "Running"
+
+
+async def test_a_node_never_removes_another_nodes_pods_from_a_shared_backend(
+    admin: Kube, namespace: str, virtual_node: StartNode, tmp_path: Any
+) -> None:
+    """Orphan removal deletes only what the provider lists as this node's: two nodes on one
+    "cloud account" (one mock state file) each keep their own pods through the other's start-up."""
+    shared = tmp_path / "account.json"
+    a = await virtual_node(name=f"{namespace}-a", config=f"state_file: {shared}\n")
+    mine = await create_pod(admin, namespace, pod_manifest("on-a", a.name))
+    await wait_phase(admin, namespace, "on-a", "Running")
+    b = await virtual_node(name=f"{namespace}-b", config=f"state_file: {shared}\n")
+    await create_pod(admin, namespace, pod_manifest("on-b", b.name))
+    await wait_phase(admin, namespace, "on-b", "Running")
+    # B started with A's pod in the account and no API pod of its own for it: it must leave it alone.
+    await _after(3)
+    import json
+
+    pods = json.loads(shared.read_text())["pods"] if shared.exists() else {}
+    assert mine["metadata"]["uid"] in pods, "node B removed node A's pod from the shared backend"
+    assert (await admin.get(pod_path(namespace, "on-a")))["status"]["phase"] == "Running"
