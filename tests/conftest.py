@@ -149,6 +149,21 @@ class VirtualKubeletProcess:
         return self.proc.returncode
 
 
+def mock_vk_args(cluster: Cluster, node_name: str, config: pathlib.Path, *extra: str) -> list[str]:
+    """`virtual-kubelet` flags for the mock provider with ``config`` under the node's own identity."""
+    return [
+        "--provider",
+        "mock",
+        "--provider-config",
+        str(config),
+        "--nodename",
+        node_name,
+        "--kubeconfig",
+        str(cluster.node_kubeconfig(node_name)),
+        *extra,
+    ]
+
+
 @pytest.fixture
 def start_vk(tmp_path: pathlib.Path) -> Iterator[Callable[..., VirtualKubeletProcess]]:
     started: list[VirtualKubeletProcess] = []

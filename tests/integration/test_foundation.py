@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import VirtualKubeletProcess, eventually
+from tests.conftest import VirtualKubeletProcess, eventually, mock_vk_args
 from vk_operator.devcluster import cluster as cluster_module
 from vk_operator.devcluster.cluster import Cluster, ClusterError, free_port
 from vk_operator.kube import Kube
@@ -96,14 +96,7 @@ async def test_virtual_kubelet_registers_renews_and_runs_a_pod(
     config = tmp_path / "mock.yaml"
     config.write_text("cpu: '7'\nmemory: 13Gi\npods: '33'\n")
     vk = start_vk(
-        "--provider",
-        "mock",
-        "--provider-config",
-        str(config),
-        "--nodename",
-        node_name,
-        "--kubeconfig",
-        str(cluster.node_kubeconfig(node_name)),
+        *mock_vk_args(cluster, node_name, config),
         "--kubelet-port",
         str(free_port()),
         "--lease-renew-interval",

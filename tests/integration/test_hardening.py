@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VirtualNode, eventually, pod_manifest, wait_event, wait_phase
+from tests.conftest import VirtualNode, eventually, mock_vk_args, pod_manifest, wait_event, wait_phase
 from tests.integration.test_pods import create_pod, pod_path
 from tests.integration.test_provider_config import _configmap
 from vk_operator.devcluster.cluster import Cluster
@@ -168,16 +168,7 @@ def test_a_bad_capacity_at_start_is_exit_2_naming_the_field(
 ) -> None:
     config = tmp_path / "mock.yaml"
     config.write_text("cpu: lots\nmemory: -5Gi\n")
-    process = start_vk(
-        "--provider",
-        "mock",
-        "--provider-config",
-        str(config),
-        "--nodename",
-        node_name,
-        "--kubeconfig",
-        str(cluster.node_kubeconfig(node_name)),
-    )
+    process = start_vk(*mock_vk_args(cluster, node_name, config))
     assert process.proc.wait(timeout=60) == 2, process.log()
     last = process.log().strip().splitlines()[-1]
     assert "cpu:" in last and "memory:" in last, last

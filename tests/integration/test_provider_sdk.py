@@ -11,7 +11,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.conftest import VirtualNode, events_for, eventually, pod_manifest, wait_event, wait_phase
+from tests.conftest import (
+    VirtualNode,
+    events_for,
+    eventually,
+    mock_vk_args,
+    pod_manifest,
+    wait_event,
+    wait_phase,
+)
 from tests.integration.test_pods import create_pod
 from vk_operator.kube import Kube
 
@@ -171,18 +179,7 @@ async def test_a_provider_that_cannot_start_fails_start_up_with_one_line(
 ) -> None:
     config = tmp_path / "mock.yaml"
     config.write_text(f"state_file: {tmp_path}/no/such/dir/state.json\n")
-    process = start_vk(
-        "--provider",
-        "mock",
-        "--provider-config",
-        str(config),
-        "--nodename",
-        node_name,
-        "--kubeconfig",
-        str(cluster.node_kubeconfig(node_name)),
-        "--kubelet-port",
-        "0",
-    )
+    process = start_vk(*mock_vk_args(cluster, node_name, config, "--kubelet-port", "0"))
     code = process.proc.wait(timeout=60)
     lines = [line for line in process.log().splitlines() if line.strip()]
     assert code == 1, process.log()

@@ -316,45 +316,43 @@ class Cluster:
     def restart_apiserver(
         self, down_seconds: float = 0.0, timeout: float = 60.0, stop_grace: float = 5.0
     ) -> None:
-        """Stop kube-apiserver (SIGTERM; SIGKILL after ``stop_grace`` s: it drains long-running
-        requests for up to a minute otherwise), keep it down ``down_seconds``, start it again with
-        the same flags and wait until it is ready: an outage as clients see it, nothing else changed."""
-        state = self.state()
-        pids, commands = state["pids"], state["commands"]
-        assert isinstance(pids, dict) and isinstance(commands, dict)
-        pid = pids["kube-apiserver"]
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + stop_grace
-        while _pid_alive(pid, "kube-apiserver"):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-        _reap(pid)
-        time.sleep(down_seconds)
-        binary, *args = commands["kube-apiserver"]
-        started = time.monotonic()
-        self._spawn("kube-apiserver", pathlib.Path(binary), args, state)
-        self._wait_http("kube-apiserver", f"{self.server}/readyz", timeout, started, client="admin")
+        """An apiserver outage as clients see it: stopped (SIGKILL after ``stop_grace`` s: it drains
+        long-running requests for up to a minute otherwise), down ``down_seconds``, started again
+        with the same flags, ready."""
+        self._restart("kube-apiserver", "/readyz", down_seconds, timeout, stop_grace, client="admin")
 
     def restart_etcd(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
-        """Stop etcd (SIGTERM), keep it down ``down_seconds``, start it again with the same flags
-        (and data directory) and wait until it is healthy: the apiserver stays up through it."""
+        """An etcd outage (same flags and data directory after it); the apiserver stays up."""
+        self._restart("etcd", "/health", down_seconds, timeout, stop_grace=timeout)
+
+    def _restart(
+        self,
+        name: str,
+        health_path: str,
+        down_seconds: float,
+        timeout: float,
+        stop_grace: float,
+        client: str | None = None,
+    ) -> None:
+        """SIGTERM ``name`` (SIGKILL after ``stop_grace`` s), wait ``down_seconds``, start it again
+        with the argv it was started with, and wait until ``health_path`` answers."""
         state = self.state()
         pids, commands, ports = state["pids"], state["commands"], state["ports"]
         assert isinstance(pids, dict) and isinstance(commands, dict) and isinstance(ports, dict)
-        pid = pids["etcd"]
+        pid = pids[name]
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid, "etcd"):
+        deadline = time.monotonic() + stop_grace
+        while _pid_alive(pid, name):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
         _reap(pid)
-        time.sleep(down_seconds)
-        binary, *args = commands["etcd"]
+        time.sleep(down_seconds)  # the outage itself: a chosen length, not a wait for anything
+        binary, *args = commands[name]
         started = time.monotonic()
-        self._spawn("etcd", pathlib.Path(binary), args, state)
-        self._wait_http("etcd", f"http://127.0.0.1:{ports['etcd']}/health", timeout, started)
+        self._spawn(name, pathlib.Path(binary), args, state)
+        base = self.server if name == "kube-apiserver" else f"http://127.0.0.1:{ports['etcd']}"
+        self._wait_http(name, f"{base}{health_path}", timeout, started, client=client)
 
     def _ssl_context(self, client: str | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
