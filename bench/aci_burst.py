@@ -1,0 +1,418 @@
+"""ACI burst: N pods on an `aci` node whose ARM is the local server with ARM-like throttling.
+
+    .venv/bin/python bench/aci_burst.py --pods 1000
+
+One control plane, one run:
+1. ``python -m providers.aci.localarm`` as a process with ARM's per-subscription limits (writes
+   ``--writes-per-second`` 10 / ``--writes-burst`` 200, reads 25/s / 250; quota raised so it is not
+   the limit), and ``virtual-kubelet --provider aci`` pointed at it (``base_url``), under the node's
+   kubelet identity;
+2. N pods bound to the node (``spec.nodeName``, 64 creates in flight); a watch timestamps each
+   pod's first Running. Every create is one ARM write (PUT), so the write bucket sets a floor: the
+   first ``burst`` PUTs pass at once, the rest at ``rate``/s: (N - burst) / rate seconds
+   (1,000 pods: 80 s) from the first PUT. Reported: first create -> all Running against that
+   floor, the pods that ended Failed (throttling must fail none), and the 429s the server answered;
+3. steady state with every pod Running: after ``--settle`` seconds (transitions polled out), the
+   server's call counters (``/_localarm/stats``, which are not ARM calls themselves) are read at
+   the start and end of a ``--window`` (60 s) and their difference is the ARM calls/min at N pods,
+   per operation. Nothing but the virtual kubelet talks to the server meanwhile. With the default
+   ``status_poll`` budget (60 reads/min) 1,000 steady groups saturate it (their slow refreshes), so
+   the window shows the budget plus what is outside it (the core's resync list); with a larger
+   budget the slow refreshes only start ``refresh_seconds`` (300) after the burst's GETs, so a
+   window right after the burst would miss them: lengthen ``--settle``.
+
+The last line is a JSON object of the figures (as every bench script). ``--keep`` keeps the work
+directory: the control plane's, the VK's and the server's logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+from common import (
+    REPO,
+    Api,
+    Environment,
+    PodWatch,
+    VirtualKubelet,
+    cleanup_external,
+    common_arguments,
+    create_pods,
+    latency_summary,
+    loadavg,
+    make_namespace,
+    pod_manifest,
+    print_settings,
+    r,
+    run_benchmark,
+    running_vk,
+    say,
+    table,
+    wait_node_ready,
+)
+
+SUBSCRIPTION = "00000000-0000-0000-0000-00000000b0b0"
+RESOURCE_GROUP = "vk-bench"
+REGION = "westeurope"
+_LISTENING = re.compile(r"localarm listening on (http://\S+)")
+
+
+class LocalArm:
+    """The local ARM server as a process (its log in the work directory)."""
+
+    def __init__(self, env: Environment, args: argparse.Namespace) -> None:
+        self.log_path = env.workdir / "localarm.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "providers.aci.localarm",
+            "--port",
+            "0",
+            "--writes-per-second",
+            str(args.writes_per_second),
+            "--writes-burst",
+            str(args.writes_burst),
+            "--reads-per-second",
+            str(args.reads_per_second),
+            "--reads-burst",
+            str(args.reads_burst),
+            "--quota-cores",
+            str(max(1000, args.pods * 8)),
+            "--quota-container-groups",
+            str(max(5000, args.pods * 2)),
+            "--pull-seconds",
+            str(args.pull_seconds),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base_url = ""
+        self.session: aiohttp.ClientSession | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 30) -> str:
+        self.proc = self.spawn()
+        deadline = time.monotonic() + timeout
+        while not self.base_url:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"localarm exited {self.proc.returncode}: {self.tail()}")
+            found = _LISTENING.search(self.log_path.read_text(errors="replace"))
+            if found:
+                self.base_url = found.group(1)
+            elif time.monotonic() > deadline:
+                raise RuntimeError(f"localarm not listening after {timeout}s: {self.tail()}")
+            else:
+                await asyncio.sleep(0.05)
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self.base_url
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def admin(self, path: str) -> Any:
+        assert self.session is not None
+        async with self.session.get(f"{self.base_url}/_localarm/{path}") as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.admin("stats")  # type: ignore[no-any-return]
+
+    async def validation_failures(self) -> list[str]:
+        return (await self.admin("validation-failures"))["failures"]  # type: ignore[no-any-return]
+
+    async def stop(self) -> int | None:
+        if self.session is not None:
+            await self.session.close()
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class AciVirtualKubelet(VirtualKubelet):
+    """common.VirtualKubelet with ``--provider aci`` and an ACI config pointing at the local server."""
+
+    def __init__(self, env: Environment, args: argparse.Namespace, base_url: str) -> None:
+        super().__init__(env, args, tag="vk-aci")
+        self.config_file = env.workdir / "vk-aci.json"
+        config = {
+            "subscription_id": SUBSCRIPTION,
+            "resource_group": RESOURCE_GROUP,
+            "region": REGION,
+            "base_url": base_url,
+            "pods": str(max(5000, args.pods * 2)),
+            **json.loads(args.provider_config_json),
+        }
+        self.config_file.write_text(json.dumps(config, indent=1))
+        self.argv[self.argv.index("--provider") + 1] = "aci"
+        self.argv[self.argv.index("--provider-config") + 1] = str(self.config_file)
+
+
+async def sample_calls(arm: LocalArm, watch: PodWatch, since: float, every: float) -> None:
+    """``--timeline``: every ``every`` s, the ARM calls of the interval by kind and pods Running."""
+    if every <= 0:
+        return
+    previous = (await arm.stats())["calls"]
+    while True:
+        await asyncio.sleep(every)
+        stats = await arm.stats()
+        delta = diff_calls(previous, stats["calls"])
+        previous = stats["calls"]
+        short = {
+            "put": sum(v for k, v in delta.items() if k.startswith("ContainerGroups_CreateOrUpdate")),
+            "get": sum(v for k, v in delta.items() if k.startswith("ContainerGroups_Get ")),
+            "list": sum(v for k, v in delta.items() if k.startswith("ContainerGroups_ListByResourceGroup")),
+            "other": sum(v for k, v in delta.items() if not k.startswith("ContainerGroups_")),
+        }
+        say(
+            f"  t={time.time() - since:6.1f}s running={watch.running:5d} "
+            f"calls {short} 429s {stats['throttled']}"
+        )
+
+
+def diff_calls(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    keys = set(before) | set(after)
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    return dict(sorted((k, v) for k, v in out.items() if v))
+
+
+async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace: str) -> dict[str, Any]:
+    n = args.pods
+    arm = LocalArm(env, args)
+    base_url = await arm.start()
+    vk = AciVirtualKubelet(env, args, base_url)
+    env.settings["localarm_command"] = " ".join(arm.argv[1:])
+    env.settings["vk_command"] = vk.command()
+    env.settings["provider_config"] = vk.config_file.read_text().replace("\n", "")
+    env.settings["write_floor"] = f"({n} - {args.writes_burst}) / {args.writes_per_second}/s"
+    print_settings(env.settings)
+    try:
+        with running_vk(vk):
+            await wait_node_ready(api, env.node, vk)
+            say(f"\nvirtual node {env.node} Ready on the aci provider (pid {vk.pid}); creating {n} pods ...")
+            watch = PodWatch(api, namespace, env.node)
+            await watch.start()
+            names = [f"p-{i:05d}" for i in range(n)]
+            manifests = [pod_manifest(name, env.node) for name in names]
+            stats_before = await arm.stats()
+            timeout = args.timeout or max(300.0, 3 * n / args.writes_per_second)
+            first_create, last_create = await create_pods(api, namespace, manifests, watch, args.concurrency)
+            say(f"created in {last_create - first_create:.2f}s; waiting for Running ...")
+            progress_at = time.monotonic()
+
+            def check() -> None:
+                nonlocal progress_at
+                vk.check_alive()
+                if time.monotonic() - progress_at > 10:
+                    progress_at = time.monotonic()
+                    say(f"  {watch.running}/{n} Running after {time.time() - first_create:.0f}s")
+
+            sampler = asyncio.create_task(sample_calls(arm, watch, first_create, args.timeline))
+            try:
+                all_up = await watch.wait(lambda: watch.running >= n, timeout, check)
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            all_running = watch.last_running
+            stats_running = await arm.stats()
+            pods, _ = await api.list_all(
+                f"/api/v1/namespaces/{namespace}/pods", fieldSelector=f"spec.nodeName={env.node}"
+            )
+            failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+            if not all_up:
+                phases: dict[str, int] = {}
+                for p in pods:
+                    phase_name = (p.get("status") or {}).get("phase", "?")
+                    phases[phase_name] = phases.get(phase_name, 0) + 1
+                raise RuntimeError(
+                    f"only {watch.running}/{n} pods Running after {timeout:.0f}s; phases {phases}; "
+                    f"failed e.g. {[(p['metadata']['name'], p['status'].get('message')) for p in failed[:3]]}"
+                )
+            latencies = latency_summary(watch, names)
+            say(
+                f"all Running {all_running - first_create:.1f}s after the first create; "
+                f"settling {args.settle:.0f}s"
+            )
+            await asyncio.sleep(args.settle)
+            vk.check_alive()
+            window_start = await arm.stats()
+            started = time.monotonic()
+            say(f"measuring steady-state ARM calls over {args.window:.0f}s ...")
+            await asyncio.sleep(args.window)
+            window_end = await arm.stats()
+            window = time.monotonic() - started
+            vk.check_alive()
+            pods, _ = await api.list_all(
+                f"/api/v1/namespaces/{namespace}/pods", fieldSelector=f"spec.nodeName={env.node}"
+            )
+            failed_end = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+            not_running_end = [p for p in pods if (p.get("status") or {}).get("phase") != "Running"]
+            await watch.stop()
+            failures = await arm.validation_failures()
+    finally:
+        code = await arm.stop()
+    burst_calls = diff_calls(stats_before["calls"], stats_running["calls"])
+    steady_calls = diff_calls(window_start["calls"], window_end["calls"])
+    per_minute = {k: round(v * 60 / window, 1) for k, v in steady_calls.items()}
+    throttled_burst = {
+        k: stats_running["throttled"].get(k, 0) - stats_before["throttled"].get(k, 0)
+        for k in ("read", "write")
+    }
+    throttled_steady = {
+        k: window_end["throttled"].get(k, 0) - window_start["throttled"].get(k, 0) for k in ("read", "write")
+    }
+    puts = sum(v for k, v in burst_calls.items() if k.startswith("ContainerGroups_CreateOrUpdate 20"))
+    return {
+        "first_create": first_create,
+        "create_s": last_create - first_create,
+        "running_from_first_create_s": all_running - first_create,
+        "running_s": all_running - last_create,
+        "floor_s": max(0.0, (n - args.writes_burst) / args.writes_per_second),
+        "failed": len(failed),
+        "failed_after_window": len(failed_end),
+        "not_running_after_window": len(not_running_end),
+        "throttled_during_burst": throttled_burst,
+        "throttled_in_window": throttled_steady,
+        "burst_calls": burst_calls,
+        "group_puts_accepted": puts,
+        "steady_calls_per_min": per_minute,
+        "steady_total_per_min": round(sum(steady_calls.values()) * 60 / window, 1),
+        "window_s": window,
+        "validation_failures": len(failures),
+        "localarm_exit": code,
+        **latencies,
+    }
+
+
+async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
+    api = await Api.connect(env.admin_kubeconfig, limit=args.concurrency)
+    namespace = None
+    try:
+        namespace = await make_namespace(api)
+        res = await phase(args, env, api, namespace)
+    finally:
+        await cleanup_external(api, env, namespace)
+        await api.close()
+    n = args.pods
+    figures: dict[str, Any] = {
+        "pods": n,
+        "writes_per_s": args.writes_per_second,
+        "writes_burst": args.writes_burst,
+        "reads_per_s": args.reads_per_second,
+        "reads_burst": args.reads_burst,
+        "create_s": r(res["create_s"]),
+        "running_from_first_create_s": r(res["running_from_first_create_s"]),
+        "write_floor_s": r(res["floor_s"]),
+        "over_floor": r(res["running_from_first_create_s"] / res["floor_s"]) if res["floor_s"] else None,
+        "p50_s": res["p50_s"],
+        "p99_s": res["p99_s"],
+        "failed_pods": res["failed"],
+        "failed_pods_after_window": res["failed_after_window"],
+        "throttled_429_burst": res["throttled_during_burst"],
+        "throttled_429_steady": res["throttled_in_window"],
+        "group_puts_accepted": res["group_puts_accepted"],
+        "steady_arm_calls_per_min": res["steady_total_per_min"],
+        "steady_arm_calls_per_min_by_op": res["steady_calls_per_min"],
+        "validation_failures": res["validation_failures"],
+    }
+    rows = [
+        ("pods", n),
+        (
+            "ARM limits (writes, reads)",
+            f"{args.writes_per_second}/s burst {args.writes_burst}, "
+            f"{args.reads_per_second}/s burst {args.reads_burst}",
+        ),
+        ("create (bench client, first->last return)", f"{res['create_s']:.2f} s"),
+        ("first create -> all Running", f"{res['running_from_first_create_s']:.1f} s"),
+        ("floor set by the write limit", f"{res['floor_s']:.1f} s"),
+        ("last create -> all Running", f"{res['running_s']:.1f} s"),
+        (
+            "bind->Running p50 / p95 / p99 / max",
+            f"{res['p50_s']} / {res['p95_s']} / {res['p99_s']} / {res['max_s']} s",
+        ),
+        (
+            "pods Failed (at all Running / after the window)",
+            f"{res['failed']} / {res['failed_after_window']}",
+        ),
+        (
+            "429s during the burst (read / write)",
+            f"{res['throttled_during_burst']['read']} / {res['throttled_during_burst']['write']}",
+        ),
+        ("group PUTs accepted (201/200) during the burst", res["group_puts_accepted"]),
+        ("ARM calls during the burst", json.dumps(res["burst_calls"])),
+        (f"steady ARM calls/min at {n} pods", f"{res['steady_total_per_min']}"),
+        ("  by operation", json.dumps(res["steady_calls_per_min"])),
+        (
+            "429s in the window (read / write)",
+            f"{res['throttled_in_window']['read']} / {res['throttled_in_window']['write']}",
+        ),
+        ("pods not Running after the window", res["not_running_after_window"]),
+        ("spec validation failures", res["validation_failures"]),
+    ]
+    figures["load_end"] = loadavg()
+    rows.append(("load average (start -> end)", f"{env.settings['load_at_start']} -> {figures['load_end']}"))
+    table(rows, "aci burst")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--writes-per-second", type=float, default=10.0)
+    parser.add_argument("--writes-burst", type=int, default=200)
+    parser.add_argument("--reads-per-second", type=float, default=25.0)
+    parser.add_argument("--reads-burst", type=int, default=250)
+    parser.add_argument("--pull-seconds", type=float, default=0.5, help="the server's simulated image pull")
+    parser.add_argument(
+        "--settle", type=float, default=30.0, help="seconds after all Running before the window"
+    )
+    parser.add_argument("--window", type=float, default=60.0, help="steady-state measuring window (seconds)")
+    parser.add_argument(
+        "--timeline", type=float, default=0, help="print the ARM calls every so many seconds of the burst"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        help="seconds to wait for all Running (default: 3x the floor, >= 300)",
+    )
+    parser.add_argument(
+        "--provider-config-json",
+        default="{}",
+        help='extra ACI provider config keys, e.g. \'{"status_poll": {"calls_per_minute": 120}}\'',
+    )
+    common_arguments(parser, workers=64)
+    args = parser.parse_args()
+    return run_benchmark(args, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

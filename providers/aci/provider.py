@@ -1,0 +1,597 @@
+"""The Azure Container Instances provider: one pod = one container group (entry point ``aci``).
+
+On the real SDK (``azure-mgmt-containerinstance`` ``.aio``, ``azure-identity``): see
+:mod:`providers.aci.credentials` for the client, :mod:`.mapping` for the pod as a container group,
+:mod:`.status` for the group as a pod status, :mod:`.bulk` for the bulk status, :mod:`.throttle`
+for ARM's limits, :mod:`.errors` for the SDK's failures as the core's, :mod:`.logs` and
+:mod:`.exec` for the kubelet API.
+
+**Ownership.** A pod's group is ``naming.container_group_name(namespace, name)``, tagged with the
+node, namespace, pod name and UID. Every call that acts on a group first checks that its tags name
+*this* pod (UID) of *this* node: a group with the name but another owner is a conflict, never
+adopted, updated, deleted or read as the pod's. ``list_pods`` lists only groups with this node's tag.
+
+**Long-running operations are started, not awaited.** ``create_pod`` sends the PUT (``polling=False``)
+and returns once ARM accepted it (201): ACI takes minutes, and the status poll follows the group.
+``delete_pod`` sends the DELETE and then polls the group with GETs until it is gone (404), every
+``poll_interval_seconds`` at most; the core bounds it by its delete timeout and the grace period.
+
+**Mapping warnings** (what ACI cannot express but the pod can run without: a tcpSocket probe, file
+modes...). The core cannot post Events for a provider today, so each pod's warnings are logged at
+WARNING once and shown on the pod as the condition ``AciMappingWarnings`` (status False, reason
+``UnsupportedByACI``, the warnings as the message) in every status this instance reports. They are
+kept in memory: after a restart they show again when the pod is created or updated, not before.
+
+**Secrets the core does not resolve** (mapping's gaps): a provider cannot read Kubernetes Secrets,
+so ``imagePullSecrets`` are not passed (the pod gets the ``ImagePullSecretsNotResolved`` warning and
+ACI pulls anonymously), and an Azure Files volume, whose storage key is in a Secret, is refused with
+an InvalidPodError naming the volume instead of waiting for a Secret that can never arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import ClassVar, cast
+
+from azure.core.async_paging import AsyncItemPaged
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
+from azure.mgmt.containerinstance.models import (
+    Container,
+    ContainerExecRequest,
+    ContainerExecRequestTerminalSize,
+    ContainerGroup,
+    InitContainerDefinition,
+)
+
+from providers.aci import logs as aci_logs
+from providers.aci import mapping, naming
+from providers.aci import status as aci_status
+from providers.aci.bulk import StatusTracker, Tracked, with_warnings
+from providers.aci.config import AciConfig
+from providers.aci.credentials import make_client, make_credential
+from providers.aci.errors import error_message, mapped, one_line, status_of
+from providers.aci.exec import run_attach, run_exec
+from providers.aci.logs import Instance, read_logs
+from providers.aci.throttle import ArmRateGate, CallBudget
+from vk_operator.provider import (
+    Capacity,
+    ExecError,
+    ExecIO,
+    InvalidPodError,
+    LogEntry,
+    LogOptions,
+    NodeCondition,
+    NotFoundError,
+    PermanentError,
+    PodRef,
+    PreparedPod,
+    ProviderPodStatus,
+    TerminalSize,
+    ThrottledError,
+    TransientError,
+    parse_quantity,
+)
+
+log = logging.getLogger(__name__)
+# azure-core logs every request's URL and headers at INFO: at the virtual kubelet's usual level that
+# is a few lines per status poll. Unless someone set its level (or runs at DEBUG), keep it to warnings.
+HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+DELETING = "Deleting"
+NAME_CONFLICT = "ContainerGroupNameConflict"
+CONFLICT_WAIT_SECONDS = 20.0  # create_pod waits this long for an earlier pod's group being deleted
+MIN_POLL_SECONDS = 0.05  # delete_pod never polls faster than this, whatever the config says
+FIRST_POLL_SECONDS = 0.2  # the first GET after a DELETE comes this soon (doubling to the interval)
+GET_CONCURRENCY = 16  # status GETs of one bulk poll in flight at once
+PING_FRESH_SECONDS = 30.0  # ping answers from any ARM response this recent, without a call
+QUOTA_TTL_SECONDS = 600.0  # how long the region's quota (capacity) is cached
+IMMUTABLE_KEYS = ("subscription_id", "resource_group", "credential", "managed_identity_client_id", "base_url")
+
+
+class AciProvider:
+    """Pods as ACI container groups (see the module docstring)."""
+
+    name: ClassVar[str] = "aci"
+    config_model: ClassVar[type[AciConfig]] = AciConfig
+    volume_types: ClassVar[frozenset[str]] = frozenset(mapping.VOLUME_TYPES)
+
+    def __init__(self, config: AciConfig, node_name: str) -> None:
+        self.config = config
+        self.node_name = node_name
+        self.gate = ArmRateGate()
+        self.budget = CallBudget(config.status_poll.calls_per_minute)
+        self.tracker = StatusTracker(node_name, config.status_poll.refresh_seconds, time.monotonic)
+        self.warnings: dict[str, tuple[str, ...]] = {}  # pod UID -> the mapping's warnings
+        self.calls: collections.Counter[str] = collections.Counter()  # ARM operations we made, by name
+        self._client: ContainerInstanceManagementClient | None = None
+        self._credential: AsyncTokenCredential | None = None
+        self._quota: tuple[float, dict[str, int]] | None = None
+        self._list_pages = 1  # the pages (calls) the last full list took
+        # kubectl logs -f: seconds between list_logs polls, and between GETs checking for the end.
+        self.follow_interval = aci_logs.FOLLOW_INTERVAL
+        self.follow_status_interval = aci_logs.STATUS_INTERVAL
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def client(self) -> ContainerInstanceManagementClient:
+        if self._client is None:
+            raise TransientError("aci: the provider is not started", reason="ProviderNotStarted")
+        return self._client
+
+    @property
+    def resource_group(self) -> str:
+        return self.config.resource_group
+
+    def _where(self) -> str:
+        base = self.config.base_url or "https://management.azure.com"
+        return (
+            f"resource group {self.config.resource_group} of subscription {self.config.subscription_id} "
+            f"at {base}"
+        )
+
+    async def start(self) -> None:
+        """Build the credential and client, then list the resource group's container groups once."""
+        try:
+            self._credential = make_credential(self.config)
+        except ValueError as exc:
+            raise PermanentError(f"aci: credential {self.config.credential!r}: {one_line(exc)}") from None
+        self._client = make_client(self.config, self._credential, self.gate)
+        http_log = logging.getLogger(HTTP_LOGGER)
+        if http_log.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            http_log.setLevel(logging.WARNING)
+        try:
+            await self._first_page()
+        except AzureError as exc:
+            await self.close()
+            detail = mapped(exc, "list").message.removeprefix("list: ")
+            if status_of(exc) in (401, 403):
+                detail += (
+                    " (the identity needs read, write and delete on Microsoft.ContainerInstance/"
+                    "containerGroups of the resource group: Contributor there covers them)"
+                )
+            raise PermanentError(
+                f"aci: cannot list the container groups of {self._where()}: {detail}"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        client, credential = self._client, self._credential
+        self._client = self._credential = None
+        if client is not None:
+            await client.close()
+        if credential is not None:
+            await credential.close()
+
+    async def reconfigure(self, config: AciConfig) -> None:
+        """Apply a new config; the ARM connection (subscription, resource group, credential,
+        endpoint) cannot change without a restart."""
+        changed = [key for key in IMMUTABLE_KEYS if getattr(config, key) != getattr(self.config, key)]
+        if changed:
+            raise PermanentError(f"aci: {', '.join(changed)} cannot change without a restart")
+        self.config = config
+        self.budget.per_minute = config.status_poll.calls_per_minute
+        self.tracker.refresh_seconds = config.status_poll.refresh_seconds
+        self._quota = None
+
+    # -- ARM calls -------------------------------------------------------------------------------
+    def group_name(self, ref: PodRef) -> str:
+        return naming.container_group_name(ref.namespace, ref.name)
+
+    def _is_pod(self, group: ContainerGroup, ref: PodRef) -> bool:
+        """Whether ``group`` is ``ref``'s group of this node (its tags, not its name)."""
+        owner = self.tracker.owned_ref(group)
+        return owner is not None and owner.uid == ref.uid
+
+    async def _get(self, name: str, what: str) -> ContainerGroup | None:
+        self.calls["get"] += 1
+        try:
+            return await self.client.container_groups.get(self.resource_group, name)
+        except HttpResponseError as exc:
+            if exc.status_code == 404 and (exc.error is None or exc.error.code != "ResourceGroupNotFound"):
+                return None
+            raise mapped(exc, what) from None
+        except AzureError as exc:
+            raise mapped(exc, what) from None
+
+    def _pager(self) -> AsyncItemPaged[ContainerGroup]:
+        # Typed AsyncIterable by the SDK; an AsyncItemPaged at run time (pages: one call each).
+        return cast(
+            AsyncItemPaged[ContainerGroup],
+            self.client.container_groups.list_by_resource_group(self.resource_group),
+        )
+
+    async def _first_page(self) -> list[ContainerGroup]:
+        self.calls["list"] += 1
+        async for page in self._pager().by_page():
+            return [group async for group in page]
+        return []
+
+    async def _list_all(self, what: str) -> tuple[list[ContainerGroup], int]:
+        """Every container group of the resource group, and the pages (calls) it took."""
+        groups: list[ContainerGroup] = []
+        pages = 0
+        try:
+            async for page in self._pager().by_page():
+                pages += 1
+                self.calls["list"] += 1
+                groups.extend([group async for group in page])
+        except AzureError as exc:
+            raise mapped(exc, what) from None
+        return groups, max(pages, 1)
+
+    async def _wait_gone(self, name: str, uid: str, timeout: float | None = None) -> bool:
+        """Poll ``name`` until it is gone, or holds another pod's group; False at ``timeout``."""
+        interval = max(self.config.poll_interval_seconds, MIN_POLL_SECONDS)
+        delay = min(FIRST_POLL_SECONDS, interval)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is not None and time.monotonic() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, interval)
+            try:
+                group = await self._get(name, "delete_pod")
+            except ThrottledError as exc:  # the gate holds reads back; then go on waiting
+                delay = max(delay, min(exc.retry_after or 1.0, interval * 4))
+                continue
+            if group is None:
+                return True
+            owner = naming.ref_from_tags(group.tags)
+            if owner is None or owner.uid != uid:
+                return True  # the name now holds another group: ours is gone
+
+    # -- the mapping's warnings ----------------------------------------------------------------
+    def _note_warnings(self, ref: PodRef, warnings: Sequence[mapping.MappingWarning]) -> None:
+        shown = tuple(f"{w.reason}: {w}" for w in warnings)
+        if not shown:
+            self.warnings.pop(ref.uid, None)
+            return
+        if self.warnings.get(ref.uid) != shown:
+            log.warning(
+                "%s/%s: ACI cannot do all the pod asks: %s", ref.namespace, ref.name, "; ".join(shown)
+            )
+        self.warnings[ref.uid] = shown
+
+    def _warnings_of(self, uid: str) -> tuple[str, ...]:
+        return self.warnings.get(uid, ())
+
+    def _group_of(self, prepared: PreparedPod) -> ContainerGroup:
+        refs = mapping.secret_references(prepared)
+        if refs.storage:
+            namespace, secret = refs.storage[0]
+            volumes = (prepared.pod.get("spec") or {}).get("volumes") or []
+            index = next(
+                (i for i, v in enumerate(volumes) if v.get("azureFile") or v.get("csi")),
+                0,
+            )
+            raise InvalidPodError(
+                f"spec.volumes[{index}]",
+                f"the Azure Files storage key is in Secret {namespace}/{secret}, which this provider "
+                "cannot read (the core does not resolve Secrets of provider-mounted volumes yet)",
+            )
+        group, warnings = mapping.container_group(prepared, self.config, self.node_name)
+        self._note_warnings(prepared.ref, warnings)
+        return group
+
+    # -- Provider --------------------------------------------------------------------------------
+    async def create_pod(self, pod: PreparedPod) -> None:
+        ref = pod.ref
+        name = self.group_name(ref)
+        group = self._group_of(pod)
+        existing = await self._get(name, "create_pod")
+        if existing is not None:
+            if self._is_pod(existing, ref):
+                self.tracker.absorb_group(existing)
+                return  # created before (a retry after a timeout, or a restart): nothing to do
+            if existing.provisioning_state == DELETING and await self._wait_gone(
+                name, _uid_of(existing), CONFLICT_WAIT_SECONDS
+            ):
+                pass  # an earlier pod of this name was being deleted, and now is gone
+            else:
+                raise TransientError(
+                    f"create_pod: container group {name} exists and is {_owner(existing)}; "
+                    "it is not touched: waiting for it to go",
+                    reason=NAME_CONFLICT,
+                )
+        self.calls["put"] += 1
+        try:
+            poller = await self.client.container_groups.begin_create_or_update(
+                self.resource_group, name, group, polling=False
+            )
+            created = await poller.result()
+        except AzureError as exc:
+            raise mapped(exc, "create_pod") from None
+        self.tracker.absorb_group(created, created=True)
+
+    async def update_pod(self, pod: PreparedPod) -> None:
+        """A new image redeploys the group with the same spec (ACI restarts its containers);
+        anything else the core passes (activeDeadlineSeconds) has nothing to change in ACI."""
+        ref = pod.ref
+        name = self.group_name(ref)
+        group = self._group_of(pod)
+        existing = await self._get(name, "update_pod")
+        if existing is None:
+            raise NotFoundError(f"update_pod: container group {name} does not exist")
+        if not self._is_pod(existing, ref):
+            raise PermanentError(
+                f"update_pod: container group {name} is {_owner(existing)}", reason=NAME_CONFLICT
+            )
+        if _images(existing) == _images(group):
+            return
+        self.calls["put"] += 1
+        try:
+            poller = await self.client.container_groups.begin_create_or_update(
+                self.resource_group, name, group, polling=False
+            )
+            updated = await poller.result()
+        except AzureError as exc:
+            raise mapped(exc, "update_pod") from None
+        self.tracker.absorb_group(updated)
+
+    async def delete_pod(self, ref: PodRef) -> None:
+        name = self.group_name(ref)
+        existing = await self._get(name, "delete_pod")
+        if existing is None or not self._is_pod(existing, ref):
+            self.tracker.forget(name, ref.uid)
+            self.warnings.pop(ref.uid, None)
+            return  # the backend does not have this pod (a group of this name is another's)
+        if existing.provisioning_state != DELETING:
+            self.calls["delete"] += 1
+            try:
+                # polling=False: the DELETE only. (The poller's result of a 202 would be a bogus
+                # ContainerGroup: it is never read.)
+                await self.client.container_groups.begin_delete(self.resource_group, name, polling=False)
+            except HttpResponseError as exc:
+                if exc.status_code != 404:
+                    raise mapped(exc, "delete_pod") from None
+            except AzureError as exc:
+                raise mapped(exc, "delete_pod") from None
+        await self._wait_gone(name, ref.uid)
+        self.tracker.forget(name, ref.uid)
+        self.warnings.pop(ref.uid, None)
+
+    async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
+        name = self.group_name(ref)
+        self.budget.spend()
+        group = await self._get(name, "get_pod_status")
+        if group is None or not self._is_pod(group, ref):
+            self.tracker.forget(name, ref.uid)
+            return None
+        self.tracker.absorb_group(group)
+        return with_warnings(aci_status.pod_status(group), self._warnings_of(ref.uid))
+
+    async def list_pods(self) -> list[PodRef]:
+        groups, _ = await self._list_all("list_pods")
+        self.tracker.absorb_list(groups)
+        refs: dict[str, PodRef] = {}
+        for group in groups:
+            ref = self.tracker.owned_ref(group)
+            if ref is not None:
+                refs.setdefault(ref.uid, ref)
+        return list(refs.values())
+
+    async def capacity(self) -> Capacity:
+        """The config's capacity, capped by the region's quota (ContainerGroups, StandardCores)
+        where the usage call gives it (cached for QUOTA_TTL_SECONDS; the config alone if it fails)."""
+        capacity = Capacity(
+            cpu=self.config.cpu, memory=self.config.memory, pods=self.config.pods, gpu=self.config.gpu
+        )
+        quota = await self._region_quota()
+        cores, groups = quota.get("StandardCores"), quota.get("ContainerGroups")
+        if cores is not None and cores < parse_quantity(capacity.cpu):
+            capacity = dataclasses.replace(capacity, cpu=str(cores))
+        if groups is not None and groups < parse_quantity(capacity.pods):
+            capacity = dataclasses.replace(capacity, pods=str(groups))
+        return capacity
+
+    async def _region_quota(self) -> dict[str, int]:
+        now = time.monotonic()
+        if self._quota is not None and now - self._quota[0] < QUOTA_TTL_SECONDS:
+            return self._quota[1]
+        limits: dict[str, int] = {}
+        try:
+            self.calls["usage"] += 1
+            async for usage in self.client.location.list_usage(self.config.region):
+                if usage.name is not None and usage.name.value and usage.limit is not None:
+                    limits[usage.name.value] = int(usage.limit)
+        except (AzureError, TransientError) as exc:
+            log.info("aci: the region's quota is not known (%s): capacity from the config", exc)
+            return self._quota[1] if self._quota is not None else {}
+        self._quota = (now, limits)
+        return limits
+
+    async def node_conditions(self) -> list[NodeCondition]:
+        return []
+
+    # -- BulkStatusProvider ----------------------------------------------------------------------
+    async def get_pod_statuses(self) -> Mapping[str, ProviderPodStatus]:
+        """One list, and GETs for the groups that need one, within the status budget (bulk.py)."""
+        if self.tracker.listed_once and self.budget.available() < self._list_pages:
+            self.calls["status_from_cache"] += 1  # no budget for the list: what the last calls told
+            return self.tracker.statuses(self._warnings_of)
+        groups, pages = await self._list_all("get_pod_statuses")
+        self.budget.spend(pages)
+        self._list_pages = pages
+        self.tracker.absorb_list(groups)
+        due = self.tracker.due(self.budget.available(), reserve=pages)
+        if due:
+            await self._refresh(due)
+        return self.tracker.statuses(self._warnings_of)
+
+    async def _refresh(self, due: Sequence[Tracked]) -> None:
+        slots = asyncio.Semaphore(GET_CONCURRENCY)
+
+        async def read(name: str, uid: str) -> None:
+            async with slots:
+                self.budget.spend()
+                group = await self._get(name, "get_pod_statuses")
+            if group is None or naming.ref_from_tags(group.tags) is None or _uid_of(group) != uid:
+                self.tracker.forget(name, uid)
+            else:
+                self.tracker.absorb_group(group)
+
+        results = await asyncio.gather(*(read(t.name, t.ref.uid) for t in due), return_exceptions=True)
+        for result in results:
+            if isinstance(result, ThrottledError):
+                raise result  # the core holds every call back; what was read is kept
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            if isinstance(result, Exception):
+                log.debug("aci: a status GET failed (the cached status stands): %s", result)
+
+    # -- Pinger ----------------------------------------------------------------------------------
+    async def ping(self) -> None:
+        last = self.gate.last_response_at
+        if last is not None and time.monotonic() - last < PING_FRESH_SECONDS:
+            return
+        try:
+            await self._first_page()
+        except AzureError as exc:
+            raise mapped(exc, "ping") from None
+
+    # -- the kubelet API -------------------------------------------------------------------------
+    async def _verified_name(self, ref: PodRef) -> str:
+        """The pod's group name once its tags say it is this pod's (KeyError otherwise)."""
+        name = self.group_name(ref)
+        tracked = self.tracker.groups.get(name)
+        if tracked is not None and tracked.ref.uid == ref.uid:
+            return name
+        group = await self._get(name, "kubelet API")
+        if group is None or not self._is_pod(group, ref):
+            raise KeyError(f"no container group for pod {ref.namespace}/{ref.name}")
+        self.tracker.absorb_group(group)
+        return name
+
+    async def container_logs(
+        self, ref: PodRef, container: str, options: LogOptions
+    ) -> AsyncIterator[LogEntry]:
+        name = await self._verified_name(ref)
+
+        async def fetch(tail: int | None) -> str:
+            self.calls["logs"] += 1
+            try:
+                logs = await self.client.containers.list_logs(
+                    self.resource_group, name, container, tail=tail, timestamps=True
+                )
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    raise KeyError(f"{ref.namespace}/{ref.name}: {error_message(exc)}") from None
+                raise mapped(exc, "container_logs") from None
+            except AzureError as exc:
+                raise mapped(exc, "container_logs") from None
+            return logs.content or ""
+
+        async def inspect() -> Instance | None:
+            group = await self._get(name, "container_logs")
+            if group is None or not self._is_pod(group, ref):
+                return None
+            return _instance(group, container)
+
+        async for entry in read_logs(
+            fetch,
+            inspect,
+            options,
+            follow_interval=self.follow_interval,
+            status_interval=self.follow_status_interval,
+        ):
+            yield entry
+
+    async def exec_in_container(
+        self, ref: PodRef, container: str, command: Sequence[str], io: ExecIO
+    ) -> int | None:
+        name = await self._verified_name(ref)
+
+        async def start(text: str, size: TerminalSize | None) -> tuple[str, str]:
+            terminal = ContainerExecRequestTerminalSize(rows=size.height, cols=size.width) if size else None
+            request = ContainerExecRequest(command=text, terminal_size=terminal)
+            self.calls["exec"] += 1
+            try:
+                answer = await self.client.containers.execute_command(
+                    self.resource_group, name, container, request
+                )
+            except AzureError as exc:
+                raise _stream_error(exc, ref, "exec") from None
+            if not answer.web_socket_uri or not answer.password:
+                raise ExecError("ACI gave no exec websocket")
+            return answer.web_socket_uri, answer.password
+
+        return await run_exec(start, command, io)
+
+    async def attach_container(self, ref: PodRef, container: str, io: ExecIO) -> None:
+        name = await self._verified_name(ref)
+
+        async def start() -> tuple[str, str]:
+            self.calls["attach"] += 1
+            try:
+                answer = await self.client.containers.attach(self.resource_group, name, container)
+            except AzureError as exc:
+                raise _stream_error(exc, ref, "attach") from None
+            if not answer.web_socket_uri or not answer.password:
+                raise ExecError("ACI gave no attach websocket")
+            return answer.web_socket_uri, answer.password
+
+        await run_attach(start, io)
+
+
+def _uid_of(group: ContainerGroup) -> str:
+    ref = naming.ref_from_tags(group.tags)
+    return ref.uid if ref is not None else ""
+
+
+def _owner(group: ContainerGroup) -> str:
+    ref = naming.ref_from_tags(group.tags)
+    if ref is None:
+        return "not a vk-operator pod's (it has no ownership tags)"
+    node = next((v for k, v in (group.tags or {}).items() if k.lower() == naming.TAG_NODE), "?")
+    state = f", {group.provisioning_state}" if group.provisioning_state else ""
+    return f"pod {ref.namespace}/{ref.name}'s (uid {ref.uid}, node {node}{state})"
+
+
+def _images(group: ContainerGroup) -> dict[str, str | None]:
+    images = {f"init/{c.name}": c.image for c in group.init_containers or []}
+    images.update({c.name: c.image for c in group.containers or []})
+    return images
+
+
+def _instance(group: ContainerGroup, container: str) -> Instance:
+    every: list[Container | InitContainerDefinition] = [
+        *(group.init_containers or []),
+        *(group.containers or []),
+    ]
+    for each in every:
+        if each.name != container:
+            continue
+        view = each.instance_view
+        if view is None:
+            return Instance(running=False, restart_count=0, ever_ran=False)
+        current = view.current_state.state if view.current_state is not None else None
+        previous = view.previous_state
+        restarts = view.restart_count or 0
+        ever_ran = (
+            current in aci_status.CONTAINER_RUNNING
+            or current in aci_status.CONTAINER_TERMINATED
+            or restarts > 0
+            or previous is not None
+        )
+        return Instance(
+            running=current in aci_status.CONTAINER_RUNNING,
+            restart_count=restarts,
+            ever_ran=ever_ran,
+            previous_finished_at=previous.finish_time if previous is not None else None,
+        )
+    raise KeyError(f"container group {group.name} has no container {container!r}")
+
+
+def _stream_error(exc: AzureError, ref: PodRef, what: str) -> Exception:
+    if isinstance(exc, HttpResponseError) and exc.status_code == 404:
+        return KeyError(f"{ref.namespace}/{ref.name}: {error_message(exc)}")
+    return ExecError(mapped(exc, what).message)
