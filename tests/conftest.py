@@ -315,6 +315,33 @@ async def wait_event(
     return await eventually(probe, what=f"event {reason} for {name}", timeout=timeout)
 
 
+def token_kubeconfig(path: pathlib.Path, cluster: Cluster, user: str, token: str) -> pathlib.Path:
+    """A kubeconfig at ``path`` for ``user`` authenticating with a bearer ``token``."""
+    import json
+
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.pki_dir / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": user}}],
+            }
+        )
+    )
+    return path
+
+
 RBAC_RULES = REPO / "charts/virtual-kubelet/files/rbac-rules.yaml"
 
 
@@ -332,7 +359,6 @@ async def rbac_kubeconfig(
 
     Default rules: the chart's, i.e. what a `helm install` grants the virtual kubelet.
     """
-    import json
 
     made: list[str] = []
     sa_namespace = "vk-system"
@@ -363,28 +389,7 @@ async def rbac_kubeconfig(
                 {"spec": {"expirationSeconds": 3600}},
             )
         )["status"]["token"]
-        path = tmp_path / f"{name}.kubeconfig"
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "sa",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {
-                                "server": cluster.server,
-                                "certificate-authority": str(cluster.pki_dir / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [{"name": name, "user": {"token": token}}],
-                    "contexts": [{"name": "sa", "context": {"cluster": "local", "user": name}}],
-                }
-            )
-        )
-        return path
+        return token_kubeconfig(tmp_path / f"{name}.kubeconfig", cluster, name, token)
 
     yield make
     for name in made:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import pathlib
 import re
 import socket
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VirtualNode, eventually
+from tests.conftest import VirtualNode, eventually, token_kubeconfig
 
 # The kubelet API tests' fixtures: a node reachable through the apiserver's node proxy.
 from tests.integration.test_kubelet_api import api_node, create_running_pod, node_ip  # noqa: F401
@@ -168,27 +167,7 @@ def _free_port(host: str) -> int:
 
 
 def _kubeconfig(path: pathlib.Path, cluster: Cluster, token: str) -> pathlib.Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": cluster.server,
-                            "certificate-authority": str(cluster.pki_dir / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": NAME, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": NAME}}],
-            }
-        )
-    )
-    return path
+    return token_kubeconfig(path, cluster, NAME, token)
 
 
 async def _create(admin: Kube, collection: str, body: dict[str, Any]) -> str:
