@@ -453,6 +453,27 @@ async def test_a_resync_leaves_a_pod_waiting_for_its_retry_alone(make: Callable[
     assert h.queue.retry_pending(key("web"))
 
 
+async def test_a_resync_during_a_retry_attempt_adds_no_attempt(make: Callable[..., Harness]) -> None:
+    """CI found 2 attempts a second with --retry-cap 1: a resync that came while a worker held the
+    retried key queued it again, so every attempt it overlapped was followed by another at once."""
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+    await h.add("web")
+    h.queue.forget(key("web"))  # the retry timer fires ...
+    h.queue.add(key("web"))
+    held = await h.queue.get()  # ... and a worker takes the key
+
+    await h.resync(relist=False)  # resyncs while the worker has it
+    await h.resync(relist=True)
+    await h.controller.reconciler.reconcile(held)
+    h.queue.done(held)
+    await h.settle()
+
+    assert h.provider.calls["create_pod"] == 2  # the first attempt and its one retry
+    assert h.queue.retry_pending(key("web"))
+
+
 @pytest.mark.parametrize(
     ("error", "reason", "message_part"),
     [

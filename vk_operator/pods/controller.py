@@ -142,6 +142,12 @@ class PodController:
                 return  # nothing new to do
         self.queue.add(key)
 
+    def _own_write_in_hand(self, key: Key) -> bool:
+        """A relist "changed" the pod only by our status write of a reconcile still in hand (the
+        list raced its response): queueing it again would repeat that reconcile."""
+        record = self.store.api_record(key)
+        return record is not None and record.rv == record.written_rv and self.queue.scheduled(key)
+
     def request_relist(self, after: float = 0.0) -> None:
         """Relist the node's pods from the API soon (``after`` seconds of quiet: a listing of
         10,000 pods arrives as 10,000 events and needs one relist, not 10,000)."""
@@ -274,13 +280,13 @@ class PodController:
             record.in_provider = True
             if record.packed is None:
                 wanted[record.key] = None  # reconcile deletes the orphan
-        wanted.update(dict.fromkeys(changed))
+        wanted.update(dict.fromkeys(key for key in changed if not self._own_write_in_hand(key)))
         for record in self.store.api_records():
             key = record.key
             if full or key in wanted:
                 wanted[key] = None
-            elif self.queue.retry_pending(key):
-                continue  # its retry comes: a second reconcile now would start a second chain
+            elif self.queue.scheduled(key):
+                continue  # in hand or its retry comes: a second reconcile now is one attempt too many
             elif record.terminating or (record.in_provider and record.ref.uid not in provider_uids):
                 wanted[key] = None
             elif not record.in_provider and record.phase not in ("Succeeded", "Failed"):

@@ -45,6 +45,12 @@ class WorkQueue:
         """Whether a retry of ``key`` is scheduled (a periodic resync leaves such keys alone)."""
         return key in self._timers
 
+    def scheduled(self, key: Key) -> bool:
+        """Whether ``key`` will be reconciled anyway: queued, held by a worker (which schedules
+        its retry when it fails) or waiting for a retry. A periodic resync leaves such keys alone:
+        queueing a held key would run it once more as soon as its worker is done."""
+        return key in self._queued or key in self._active or key in self._timers
+
     def forget(self, key: Key) -> None:
         """Drop a pending retry (the pod is done: gone, or created after all)."""
         timer = self._timers.pop(key, None)
