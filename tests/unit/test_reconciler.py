@@ -27,9 +27,12 @@ from vk_operator.pods.reconciler import QUIET_DELAYS, QUIET_WINDOW
 from vk_operator.pods.sources import SourceFetcher
 from vk_operator.provider import (
     BulkStatusProvider,
+    EventEmitter,
     InvalidPodError,
     PermanentError,
+    PodEventRecorder,
     PodNotifier,
+    PodRef,
     Provider,
     ThrottledError,
     TransientError,
@@ -76,11 +79,12 @@ class Harness:
         bulk: bool = False,
         timeouts: CallTimeouts | None = None,
         backoff: Backoff = BACKOFF,
+        provider_class: type[FakeProvider] | None = None,
         **options: Any,
     ) -> None:
         self.clock = FakeClock()
         self.kube = FakeKube(NODE)
-        self.provider = (FakeBulkProvider if bulk else FakeProvider)(NODE)
+        self.provider = (provider_class or (FakeBulkProvider if bulk else FakeProvider))(NODE)
         self.guard = ProviderGuard(timeouts or CallTimeouts())
         self.backoff = backoff
         self.controller = PodController(
@@ -1102,3 +1106,32 @@ async def test_a_refusal_long_after_the_pod_was_first_seen_is_reported_at_once(
     await retry(h, "web")
     assert h.status("web")["reason"] == "FailedToReadMandatoryConfigMap"
     assert h.reasons("web") == ["MandatoryConfigMapNotFound", "FailedToReadMandatoryConfigMap"]
+
+
+class _EventingProvider(FakeProvider):
+    recorder: PodEventRecorder | None = None
+
+    def emit_events(self, recorder: PodEventRecorder) -> None:
+        self.recorder = recorder
+
+
+async def test_a_providers_events_reach_its_pods_and_others_are_dropped(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(provider_class=_EventingProvider)
+    provider = h.provider
+    assert isinstance(provider, _EventingProvider) and isinstance(provider, EventEmitter)
+    recorder = provider.recorder
+    assert recorder is not None  # handed over when the controller was made, before start
+    await h.start()
+    pod = await h.add("web")
+    ref = PodRef.of(pod)
+    recorder.record(ref, "Pulling", "pulling image nginx")
+    recorder.record(ref, "Pulling", "pulling image nginx")
+    recorder.record(ref, "ProbeNotSupported", "no tcpSocket probes", warning=True)
+    recorder.record(PodRef("default", "stranger", "no-such-uid"), "Pulling", "x")
+    assert [e for e in h.events() if e[0] != "ProviderCreateSuccess"] == [
+        ("Pulling", "Normal", "pulling image nginx"),
+        ("Pulling", "Normal", "pulling image nginx"),
+        ("ProbeNotSupported", "Warning", "no tcpSocket probes"),
+    ]

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from vk_operator.domain.env import EnvEvent, ReadError, Sources
-from vk_operator.domain.volumes import ResolvedVolume, VolumeResult, resolve_volumes
+from vk_operator.domain.volumes import ResolvedVolume, VolumeResult, credential_secrets, resolve_volumes
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.token"
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -430,3 +430,47 @@ def test_undeclared_volume_types_still_fail_naming_the_volume(
     assert result.fatal == EnvEvent(
         "UnsupportedVolume", f'volume "data" has type {named}, which this provider cannot mount', True
     )
+
+
+STORAGE_KEY = {"azurestorageaccountname": b"acct", "azurestorageaccountkey": b"s3cr3t=="}
+
+
+@pytest.mark.parametrize(
+    ("volume", "declared"),
+    [
+        ({"name": "data", "azureFile": {"shareName": "s", "secretName": "files"}}, "azureFile"),
+        (
+            {"name": "data", "csi": {**AZURE_CSI, "nodePublishSecretRef": {"name": "files"}}},
+            "csi:file.csi.azure.com",
+        ),
+        ({"name": "data", "cephfs": {"monitors": ["m"], "secretRef": {"name": "files"}}}, "cephfs"),
+    ],
+)
+def test_a_declared_volume_gets_the_secret_it_names(volume: dict[str, Any], declared: str) -> None:
+    pod = _pod(volume)
+    assert credential_secrets(pod) == {"files"}
+    result = resolve_volumes(pod, _sources(secrets={"files": STORAGE_KEY}), frozenset({declared}))
+    assert result.fatal is None
+    resolved = result.volumes["data"]
+    assert resolved.secret == STORAGE_KEY and resolved.sensitive
+    assert "s3cr3t" not in repr(resolved)
+
+
+@pytest.mark.parametrize(
+    ("found", "why"),
+    [
+        (None, 'secret "files" not found'),
+        (ReadError("forbidden"), 'failed to read secret "files": forbidden'),
+    ],
+)
+def test_a_declared_volume_waits_for_the_secret_it_names(found: Any, why: str) -> None:
+    volume = {"name": "data", "azureFile": {"shareName": "s", "secretName": "files"}}
+    result = resolve_volumes(_pod(volume), _sources(secrets={"files": found}), frozenset({"azureFile"}))
+    assert result.fatal == EnvEvent(
+        "FailedMount", f'MountVolume.SetUp failed for volume "data" : {why}', True
+    )
+
+
+def test_volume_credentials_are_read_only_for_types_the_core_does_not_mount() -> None:
+    pod = _pod({"name": "s", "secret": {"secretName": "plain"}}, {"name": "e", "emptyDir": {}})
+    assert credential_secrets(pod) == set()

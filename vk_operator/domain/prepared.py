@@ -7,8 +7,10 @@ import dataclasses
 from collections.abc import Mapping
 
 from vk_operator.domain import env as env_domain
+from vk_operator.domain import registry
 from vk_operator.domain import volumes as volume_domain
 from vk_operator.domain.model import Pod, PodRef
+from vk_operator.domain.registry import RegistryCredential
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,11 +20,15 @@ class PreparedPod:
     ``pod`` is the API object with every container's ``env`` replaced by resolved name/value pairs
     (no ``valueFrom``, no ``envFrom``) and ``command``/``args`` ``$(VAR)``-expanded, like the kubelet
     hands them to the runtime. ``secret_env`` names the variables a provider must treat as secret.
+    ``registry_credentials``: the logins of the pod's imagePullSecrets (missing or malformed ones
+    are a Warning Event, FailedToRetrieveImagePullSecret, and the pod goes on, as on a kubelet).
     """
 
     pod: Pod
     volumes: Mapping[str, volume_domain.ResolvedVolume]
     secret_env: frozenset[tuple[str, str]]
+    # The logins of the pod's imagePullSecrets, one per registry server (secret: never log them).
+    registry_credentials: tuple[RegistryCredential, ...] = ()
 
     @property
     def ref(self) -> PodRef:
@@ -66,6 +72,18 @@ WAITING_REASONS = frozenset(
 )
 
 
+FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET = "FailedToRetrieveImagePullSecret"  # the kubelet's reason
+
+
+def referenced_secrets(pod: Pod) -> set[str]:
+    """Every Secret preparing the pod reads: env, volumes, volume credentials, imagePullSecrets."""
+    return (
+        env_domain.referenced_secrets(pod)
+        | volume_domain.credential_secrets(pod)
+        | set(registry.image_pull_secret_names(pod))
+    )
+
+
 def prepare(pod: Pod, sources: env_domain.Sources, volume_types: frozenset[str] = frozenset()) -> Preparation:
     """``volume_types``: volume types the provider declares it mounts itself (passed through)."""
     env = env_domain.resolve_env(pod, sources)
@@ -87,4 +105,16 @@ def prepare(pod: Pod, sources: env_domain.Sources, volume_types: frozenset[str] 
                 container["command"] = command
             if "args" in container:
                 container["args"] = args
-    return Preparation(PreparedPod(resolved, volumes.volumes, env.secret_vars), events, None)
+    credentials, problems = registry.registry_credentials(
+        registry.image_pull_secret_names(pod), sources.secrets
+    )
+    events += tuple(
+        env_domain.EnvEvent(
+            FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET,
+            f"Unable to retrieve some image pull secrets ({problem});"
+            " attempting to pull the image may not succeed.",
+            True,
+        )
+        for problem in problems
+    )
+    return Preparation(PreparedPod(resolved, volumes.volumes, env.secret_vars, credentials), events, None)

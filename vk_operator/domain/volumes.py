@@ -45,8 +45,10 @@ class ResolvedVolume:
     medium: str | None = None  # emptyDir medium ("" = node default, "Memory" = tmpfs); None otherwise
     size_limit: str | None = None
     modes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # relative path -> file mode
-    # A type the provider declared: the pod's volume source as it is (``volume[kind]``).
+    # A type the provider declared: the pod's volume source as it is (``volume[kind]``) and the
+    # decoded data of the Secret it names (azureFile's storage key, a CSI nodePublishSecretRef).
     source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    secret: Mapping[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +210,40 @@ def volume_type(volume: Mapping[str, Any]) -> str:
     return f"csi:{driver}" if driver else kind
 
 
+def volume_secret_name(volume: Mapping[str, Any]) -> str | None:
+    """The Secret a volume type the core does not mount itself names for its credentials:
+    ``azureFile.secretName``, ``csi.nodePublishSecretRef``, the ``secretRef`` of the others."""
+    kind = volume_type(volume).partition(":")[0]
+    if kind in SUPPORTED_KINDS:
+        return None
+    spec = volume.get(kind) or {}
+    if kind == "azureFile":
+        name = spec.get("secretName")
+    else:
+        name = (spec.get("nodePublishSecretRef") or spec.get("secretRef") or {}).get("name")
+    return str(name) if name else None
+
+
+def _declared(
+    name: str, kind: str, spec: Mapping[str, Any], volume: Mapping[str, Any], sources: Sources
+) -> ResolvedVolume:
+    secret_name = volume_secret_name(volume)
+    if secret_name is None:
+        return ResolvedVolume(name, kind, {}, False, source=spec)
+    data = sources.secrets.get(secret_name)
+    if isinstance(data, ReadError):
+        raise _mount_failed(name, f'failed to read secret "{secret_name}": {data.message}')
+    if data is None:
+        raise _mount_failed(name, f'secret "{secret_name}" not found')
+    return ResolvedVolume(name, kind, {}, True, source=spec, secret=dict(data))
+
+
+def credential_secrets(pod: Pod) -> set[str]:
+    """The Secrets the pod's provider-mounted volumes name for their credentials."""
+    names = (volume_secret_name(volume) for volume in (pod.get("spec") or {}).get("volumes") or [])
+    return {name for name in names if name}
+
+
 def _resolve(
     pod: Pod,
     volume: Mapping[str, Any],
@@ -221,7 +257,7 @@ def _resolve(
     spec: Mapping[str, Any] = volume.get(kind) or {}
     if kind not in SUPPORTED_KINDS:
         if declared in provider_types:
-            return ResolvedVolume(name, kind, {}, False, source=spec)
+            return _declared(name, kind, spec, volume, sources)
         raise _unsupported(f'volume "{name}" has type {declared}, which this provider cannot mount')
     if kind == "emptyDir":
         size_limit = spec.get("sizeLimit")

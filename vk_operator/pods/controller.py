@@ -19,14 +19,14 @@ from vk_operator.domain.pod_meta import Key, pod_key, resource_version
 from vk_operator.guard import ProviderGuard
 from vk_operator.kube import Kube
 from vk_operator.pods.backoff import Backoff
-from vk_operator.pods.events import EventRecorder
+from vk_operator.pods.events import EventRecorder, ProviderEvents
 from vk_operator.pods.listing import PodLister
 from vk_operator.pods.polling import BulkStatusPoller, poll_each
 from vk_operator.pods.queue import WorkQueue
 from vk_operator.pods.reconciler import Clock, Reconciler
 from vk_operator.pods.sources import Allocatable, SourceFetcher
 from vk_operator.pods.store import ApiPods, PodStore
-from vk_operator.provider import BulkStatusProvider, PodNotifier, Provider
+from vk_operator.provider import BulkStatusProvider, EventEmitter, PodNotifier, Provider
 
 log = logging.getLogger(__name__)
 RELIST_AFTER_LISTING = 1.0  # seconds of quiet after kopf's (re)listing before our relist
@@ -104,6 +104,8 @@ class PodController:
         self.adopted = asyncio.Event()  # ... and every pod it found has been reconciled once
         if isinstance(provider, PodNotifier):
             provider.notify_pods(self._on_provider_change)
+        if isinstance(provider, EventEmitter):
+            provider.emit_events(ProviderEvents(self.events, self._api_pod_of))
 
     @property
     def pods(self) -> ApiPods:
@@ -154,6 +156,10 @@ class PodController:
         if self._relist_timer is not None:
             self._relist_timer.cancel()
         self._relist_timer = asyncio.get_running_loop().call_later(after, self._relist_now.set)
+
+    def _api_pod_of(self, uid: str) -> Pod | None:
+        record = self.store.get(uid)
+        return record.api_pod if record is not None else None
 
     def _on_provider_change(self, ref: PodRef) -> None:
         self.queue.add((ref.namespace, ref.name))

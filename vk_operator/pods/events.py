@@ -31,6 +31,7 @@ from typing import Any
 from vk_operator import metrics
 from vk_operator.domain.clock import utcnow
 from vk_operator.domain.event_correlation import Action, Correlated, EventCorrelator, EventSpec
+from vk_operator.domain.model import PodRef
 from vk_operator.kube import ApiError, Kube, RateLimiter
 from vk_operator.kube.client import MERGE_PATCH
 
@@ -218,3 +219,19 @@ class EventRecorder:
 
 def _timestamp(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ProviderEvents:
+    """The :class:`~vk_operator.provider.PodEventRecorder` a provider's Events go through: about
+    a pod this node tracks (found by UID), through the same correlator and limits as ours."""
+
+    def __init__(self, recorder: EventRecorder, lookup: Callable[[str], dict[str, Any] | None]) -> None:
+        self._recorder = recorder
+        self._lookup = lookup
+
+    def record(self, ref: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
+        pod = self._lookup(ref.uid)
+        if pod is None:
+            log.debug("event %s about %s/%s dropped: not a pod of this node", reason, ref.namespace, ref.name)
+            return
+        self._recorder.record(pod, reason, message, warning=warning)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from vk_operator.domain import env as env_domain
+from vk_operator.domain import prepared as prepared_domain
 from vk_operator.domain.model import Pod, PodRef
 from vk_operator.domain.pod_meta import Key
 from vk_operator.guard import ProviderGuard
@@ -253,7 +254,9 @@ class SourceFetcher:
         binary: dict[str, dict[str, bytes]] = {}
         for name in env_domain.referenced_configmaps(pod):
             configmaps[name], binary[name] = await self.configmap(namespace, name)
-        secrets = {name: await self.secret(namespace, name) for name in env_domain.referenced_secrets(pod)}
+        secrets = {
+            name: await self.secret(namespace, name) for name in prepared_domain.referenced_secrets(pod)
+        }
         services: list[dict[str, Any]] = []
         if env_domain.needs_service_links(pod):
             services = await self._services(namespace)

@@ -35,6 +35,7 @@ from vk_operator.domain.packed import pack as pack_pod
 from vk_operator.domain.packed import unpack as unpack_pod
 from vk_operator.domain.prepared import PreparedPod
 from vk_operator.domain.quantity import parse_quantity
+from vk_operator.domain.registry import RegistryCredential
 from vk_operator.domain.stats import ContainerUsage, PodUsage
 from vk_operator.domain.volumes import ResolvedVolume
 from vk_operator.provider.config import Quantity
@@ -43,10 +44,12 @@ from vk_operator.provider.protocols import (
     BulkStatusProvider,
     Closeable,
     ConfigurableProvider,
+    EventEmitter,
     ExecProvider,
     LogsProvider,
     NodeCondition,
     Pinger,
+    PodEventRecorder,
     PodIPAllocator,
     PodNotifier,
     PortForwardProvider,
@@ -68,6 +71,7 @@ __all__ = [
     "ContainerPhase",
     "ContainerStatus",
     "ContainerUsage",
+    "EventEmitter",
     "ExecError",
     "ExecIO",
     "ExecProvider",
@@ -82,6 +86,7 @@ __all__ = [
     "Pinger",
     "Pod",
     "PodCondition",
+    "PodEventRecorder",
     "PodIPAllocator",
     "PodNotifier",
     "PodPhase",
@@ -97,6 +102,7 @@ __all__ = [
     "ProviderPodStatus",
     "ProviderTimeoutError",
     "Quantity",
+    "RegistryCredential",
     "ResolvedVolume",
     "Startable",
     "StatsProvider",

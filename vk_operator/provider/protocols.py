@@ -124,6 +124,26 @@ class BulkStatusProvider(Protocol):
     async def get_pod_statuses(self) -> Mapping[str, ProviderPodStatus]: ...
 
 
+# -- events ------------------------------------------------------------------------------------------
+class PodEventRecorder(Protocol):
+    """Given to an :class:`EventEmitter` by the core: a Kubernetes Event on one of the node's pods.
+
+    The core aggregates repeats (same reason and message: one Event, its count raised) and
+    rate-limits a chatty pod, as for its own Events; an Event about a pod the node does not track
+    is dropped. Never put a secret value in ``message``.
+    """
+
+    def record(self, ref: PodRef, reason: str, message: str, *, warning: bool = False) -> None: ...
+
+
+@runtime_checkable
+class EventEmitter(Protocol):
+    """Capability: the provider has Events to tell about its pods (the backend's own events, a
+    probe or field it cannot express). ``emit_events`` is called once, before ``start``."""
+
+    def emit_events(self, recorder: PodEventRecorder) -> None: ...
+
+
 @runtime_checkable
 class PodIPAllocator(Protocol):
     """Capability: the provider knows a pod's IP before creating it (for status.podIP env vars)."""
