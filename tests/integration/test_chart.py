@@ -5,6 +5,7 @@ a clear error rather than a hang."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -14,12 +15,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
 from providers.mock import MockConfig
 from tests.conftest import REPO, VirtualNode, chart_rules, eventually, pod_phase, wait_phase
 from vk_operator.cli import parse_settings
+from vk_operator.config import provider_factories
 from vk_operator.devcluster.build import HELM
 from vk_operator.devcluster.cluster import Cluster
 from vk_operator.kube import ApiError, Kube
@@ -239,7 +242,6 @@ CASES = [
     ),
     pytest.param(["-f", str(EXAMPLES / "values-mock.yaml")], check_mock, id="provider-mock"),
     pytest.param(["-f", str(EXAMPLES / "values-aci.yaml")], check_aci, id="provider-aci"),
-    pytest.param(["-f", str(EXAMPLES / "values-fargate.yaml")], check_fargate, id="provider-fargate"),
     pytest.param(sets({"removeNodeOnExit": "true"}), check_remove_node_on_exit, id="removeNodeOnExit"),
     pytest.param(
         sets(
@@ -321,7 +323,10 @@ BAD_VALUES = [
         id="deep-typo",
     ),
     pytest.param(
-        "provider=docker", "at '/provider': value must be one of 'mock', 'aci', 'fargate'", id="provider-enum"
+        "provider=docker",
+        "at '/provider': value must be one of "
+        + ", ".join(f"'{name}'" for name in sorted(provider_factories())),
+        id="provider-enum",
     ),
     pytest.param(
         "tls.mode=letsencrypt",
@@ -336,6 +341,11 @@ BAD_VALUES = [
         id="mock-typo",
     ),
     pytest.param("providerConfig.cpu=8", "at '/providerConfig/cpu': got number, want string", id="mock-type"),
+    pytest.param(
+        "provider=aci,providerConfig.resource_groupp=rg",
+        "additional properties 'resource_groupp' not allowed",
+        id="aci-typo",
+    ),
     pytest.param("tls.mode=existingSecret", "at '/tls/existingSecret': minLength", id="tls-secret-missing"),
 ]
 
@@ -348,9 +358,9 @@ def test_schema_rejects_bad_values(helm: Helm, value: str, message: str) -> None
     assert message in out.stderr, out.stderr
 
 
-def mock_config_schema() -> dict[str, Any]:
-    """The mock provider's pydantic model as a self-contained JSON schema (its $defs inlined)."""
-    schema = MockConfig.model_json_schema()
+def provider_config_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """A provider's pydantic config model as a self-contained JSON schema (its $defs inlined)."""
+    schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:
@@ -366,13 +376,41 @@ def mock_config_schema() -> dict[str, Any]:
     return inline(schema)  # type: ignore[no-any-return]
 
 
-def test_schema_checks_the_mock_config_as_the_process_will() -> None:
+def with_provider_schemas(values_schema: dict[str, Any]) -> dict[str, Any]:
+    """The chart's values schema with ``provider`` one of the installed providers and each one's
+    ``providerConfig`` (when given as a mapping) checked against that provider's config model."""
+    factories = provider_factories()
+    schema = copy.deepcopy(values_schema)
+    schema["properties"]["provider"]["enum"] = sorted(factories)
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"provider": {"const": name}}},
+            "then": {
+                "properties": {
+                    "providerConfig": {
+                        "if": {"type": "object"},
+                        "then": {"$ref": f"#/definitions/{name}ProviderConfig"},
+                    }
+                }
+            },
+        }
+        for name in sorted(factories)
+    ]
+    schema["definitions"] = {
+        f"{name}ProviderConfig": provider_config_schema(factories[name].config_model)
+        for name in sorted(factories)
+    }
+    return schema
+
+
+def test_schema_checks_every_providers_config_as_the_process_will() -> None:
     """`--set providerConfig.cpu=8` (a number where the model wants a string) or a typo'd key fails at
-    install, not in a crash-looping pod: the chart's copy of the model's schema must be current.
-    Regenerate it with `python -m tests.integration.test_chart`."""
+    install, not in a crash-looping pod: the chart's copy of each provider's config schema must be
+    current. Regenerate it with `python -m tests.integration.test_chart`."""
     schema = json.loads((CHART / "values.schema.json").read_text())
-    assert schema["definitions"]["mockProviderConfig"] == mock_config_schema(), (
-        "MockConfig changed: regenerate the chart's copy with `python -m tests.integration.test_chart`"
+    assert schema == with_provider_schemas(schema), (
+        "a provider or its config model changed: regenerate the chart's schema with"
+        " `python -m tests.integration.test_chart`"
     )
 
 
@@ -690,8 +728,6 @@ async def test_a_missing_rule_is_a_clear_error_not_a_hang(
             await delete_node(admin, vn.name)
 
 
-if __name__ == "__main__":  # rewrite the chart's copy of the mock provider's config schema
+if __name__ == "__main__":  # rewrite the chart's copy of the providers' config schemas
     path = CHART / "values.schema.json"
-    values_schema = json.loads(path.read_text())
-    values_schema.setdefault("definitions", {})["mockProviderConfig"] = mock_config_schema()
-    path.write_text(json.dumps(values_schema, indent=2) + "\n")
+    path.write_text(json.dumps(with_provider_schemas(json.loads(path.read_text())), indent=2) + "\n")
