@@ -123,11 +123,16 @@ async def eventually(
 class VirtualKubeletProcess:
     """`virtual-kubelet` run as a real process, the way users run it."""
 
-    def __init__(self, args: list[str], log_path: pathlib.Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], log_path: pathlib.Path, env: dict[str, str], uid: int | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        # ``uid``: the process sees itself as that user and group (a user namespace mapping it onto
+        # ours), as a container's runAsUser does, while it reads our files as before.
+        as_user = [] if uid is None else ["unshare", "--user", f"--map-user={uid}", f"--map-group={uid}"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vk_operator.cli", *args],
+            [*as_user, sys.executable, "-m", "vk_operator.cli", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -168,11 +173,16 @@ def mock_vk_args(cluster: Cluster, node_name: str, config: pathlib.Path, *extra:
 def start_vk(tmp_path: pathlib.Path) -> Iterator[Callable[..., VirtualKubeletProcess]]:
     started: list[VirtualKubeletProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> VirtualKubeletProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, uid: int | None = None, clean_env: bool = False
+    ) -> VirtualKubeletProcess:
+        """``clean_env``: only ``env`` (and PATH), as a container gets, instead of the test's own."""
+        base = {"PATH": os.environ["PATH"]} if clean_env else dict(os.environ)
         process = VirtualKubeletProcess(
             list(args),
             tmp_path / f"vk-{len(started)}.log",
-            {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            {**base, "PYTHONUNBUFFERED": "1", **(env or {})},
+            uid,
         )
         started.append(process)
         return process

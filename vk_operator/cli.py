@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -210,6 +212,7 @@ async def _run(settings: Settings) -> int:
     try:
         existing = asyncio.all_tasks()
         tasks = await kopf.spawn_tasks(
+            identity=_kopf_identity(settings.nodename),
             clusterwide=settings.namespace is None,
             namespaces=[settings.namespace] if settings.namespace else (),
             standalone=True,
@@ -223,6 +226,15 @@ async def _run(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 0
+
+
+def _kopf_identity(node_name: str) -> Any:
+    """Who we are to kopf: the node, the host (the pod, in a cluster) and the process.
+
+    Explicit because kopf's default asks ``getpass.getuser()``, which raises in an image without a
+    passwd entry for the container's UID (the chart's 65532) and crash-looped the pod.
+    """
+    return f"{node_name}@{socket.gethostname()}/{os.getpid()}"  # kopf's Identity is a NewType of str
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
