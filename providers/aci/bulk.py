@@ -14,8 +14,8 @@ its last GET (or of the create's PUT response) and decides after each list which
 5. steady groups not read for ``status_poll.refresh_seconds`` (a list cannot show a restart or a
    container that ended while the group stays provisioned), the stalest first;
 
-as many as the ``status_poll.calls_per_minute`` budget leaves after the list (a sliding minute
-shared by every status read), always keeping room for the next list so that GETs never starve it.
+as many as the GETs' share of the ``status_poll.calls_per_minute`` budget allows (the provider
+gives lists and GETs half each, spread over the minute, so neither starves the other).
 Within a rank, the group read longest ago comes first. Steady groups answer from the cache, so
 once every group is steady (and no Job runs) a poll costs the list alone: one call per 100 groups
 (ARM's page), and never more than the budget, whatever the pod count. A steady status is a terminal
@@ -40,7 +40,6 @@ from providers.aci import naming, status
 from vk_operator.provider import (
     ContainerPhase,
     ContainerStatus,
-    PodCondition,
     PodPhase,
     PodRef,
     ProviderPodStatus,
@@ -51,7 +50,6 @@ LIST_GRACE_SECONDS = 120.0
 MAY_END = 3  # the rank of a running group whose containers end by themselves (restartPolicy Never/OnFailure)
 REFRESH = 4  # the rank of a steady group due for its slow refresh
 ENDING_POLICIES = frozenset({"Never", "OnFailure"})
-MAPPING_WARNINGS = "AciMappingWarnings"  # the pod condition that carries the mapping's warnings
 
 
 @dataclasses.dataclass
@@ -109,17 +107,6 @@ def listed_status(group: ContainerGroup) -> ProviderPodStatus:
         )
         told = dataclasses.replace(told, containers=running)
     return told
-
-
-def with_warnings(told: ProviderPodStatus, warnings: Iterable[str]) -> ProviderPodStatus:
-    """``told`` with the mapping's warnings as the provider condition :data:`MAPPING_WARNINGS`."""
-    shown = list(warnings)
-    if not shown:
-        return told
-    condition = PodCondition(
-        MAPPING_WARNINGS, False, reason="UnsupportedByACI", message="; ".join(shown)[:32768]
-    )
-    return dataclasses.replace(told, conditions=(*told.conditions, condition))
 
 
 class StatusTracker:
@@ -213,9 +200,9 @@ class StatusTracker:
         finds the changes of every group at once, a GET those of one): the most needed first."""
         return [tracked for _, tracked in self.ranked()[: max(0, room - reserve)]]
 
-    def statuses(self, warnings: Callable[[str], Iterable[str]]) -> dict[str, ProviderPodStatus]:
-        """Every tracked pod's status by UID, with its mapping warnings (``warnings(uid)``)."""
-        return {t.ref.uid: with_warnings(t.status(), warnings(t.ref.uid)) for t in self.groups.values()}
+    def statuses(self) -> dict[str, ProviderPodStatus]:
+        """Every tracked pod's status by UID."""
+        return {t.ref.uid: t.status() for t in self.groups.values()}
 
     def summary(self) -> dict[str, Any]:
         steady = sum(1 for t in self.groups.values() if t.steady())
