@@ -6,11 +6,14 @@ restarts, which only a GET has. :class:`StatusTracker` keeps, per group of this 
 its last GET (or of the create's PUT response) and decides after each list which groups to GET:
 
 1. groups never read with a GET (adopted after a restart, or created and not read since), first;
-2. groups whose ``provisioningState`` changed since their last GET;
-3. groups in transition: provisioning not finished, or a last status that is not steady (Pending,
+2. groups of run-to-completion containers (restartPolicy Never or OnFailure: Jobs) not known to
+   have ended, at every poll: their end is their next change, and a list cannot show it (the
+   group stays provisioned). They come before the groups that only need their start confirmed:
+   after a burst of 1,000 pods those take the GETs' share for many minutes (a list already shows
+   them Running), and a Job's end would wait behind them;
+3. groups whose ``provisioningState`` changed since their last GET;
+4. groups in transition: provisioning not finished, or a last status that is not steady (Pending,
    a container waiting or restarting...);
-4. running groups of run-to-completion containers (restartPolicy Never or OnFailure: Jobs), at
-   every poll: their end is their next change, and a list cannot show it;
 5. steady groups not read for ``status_poll.refresh_seconds`` (a list cannot show a restart or a
    container that ended while the group stays provisioned), the stalest first;
 
@@ -47,8 +50,11 @@ from vk_operator.provider import (
 
 TERMINAL_PROVISIONING = frozenset({"Succeeded", "Failed", "Canceled"})
 LIST_GRACE_SECONDS = 120.0
-MAY_END = 3  # the rank of a running group whose containers end by themselves (restartPolicy Never/OnFailure)
-REFRESH = 4  # the rank of a steady group due for its slow refresh
+NEVER_READ = 0  # the ranks of ``StatusTracker.ranked`` (see the module docstring)
+MAY_END = 1
+PROVISIONING_CHANGED = 2
+IN_TRANSITION = 3
+REFRESH = 4
 ENDING_POLICIES = frozenset({"Never", "OnFailure"})
 
 
@@ -66,10 +72,11 @@ class Tracked:
     restart_policy: str | None = None
 
     def may_end(self) -> bool:
-        """A running group of run-to-completion containers: its end is the next change, and a list
-        does not show it (the group stays provisioned)."""
+        """A group of run-to-completion containers not known to have ended: its end is the next
+        change, and a list does not show it (the group stays provisioned)."""
         full = self.full
-        return full is not None and full.phase is PodPhase.RUNNING and self.restart_policy in ENDING_POLICIES
+        ended = full is not None and full.phase in (PodPhase.SUCCEEDED, PodPhase.FAILED)
+        return self.restart_policy in ENDING_POLICIES and not ended
 
     def status(self) -> ProviderPodStatus:
         if self.full is not None and self.provisioning == self.full_provisioning:
@@ -180,13 +187,13 @@ class StatusTracker:
         ranked: list[tuple[int, float, str, Tracked]] = []
         for name, tracked in self.groups.items():
             if tracked.full is None:
-                rank = 0
-            elif tracked.provisioning != tracked.full_provisioning:
-                rank = 1
-            elif not tracked.steady():
-                rank = 2
+                rank = NEVER_READ
             elif tracked.may_end():
                 rank = MAY_END
+            elif tracked.provisioning != tracked.full_provisioning:
+                rank = PROVISIONING_CHANGED
+            elif not tracked.steady():
+                rank = IN_TRANSITION
             elif tracked.fetched_at is None or now - tracked.fetched_at >= self.refresh_seconds:
                 rank = REFRESH
             else:

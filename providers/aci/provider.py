@@ -27,13 +27,16 @@ storage key of an Azure Files volume (``ResolvedVolume.secret``) go into the gro
 which ARM never returns; neither is ever logged or put in an Event.
 
 **Status reads** (``get_pod_statuses``, ``get_pod_status``, and ``list_pods`` when its list is not
-fresh) share the ``status_poll`` budget: never more than ``calls_per_minute`` in any minute
-(:class:`~providers.aci.throttle.CallBudget`), half of it for lists and half for GETs, each spread
-over the minute (:class:`~providers.aci.throttle.TokenBucket`, holding at most half a minute's
-share, or one full list). So a burst of pods sees its statuses every few seconds (a list tells
-every group's provisioning at once), GETs (exit codes, restarts, a Job's end) never starve the list
-nor the list them, and ``list_pods`` (the core's resync, every 60 s) answers from a list at most
-:data:`LIST_FRESH_SECONDS` old instead of listing again outside the budget.
+fresh) share the ``status_poll`` budget of ``calls_per_minute``: half of it for lists and half for
+GETs, each a token bucket refilled over the minute (:class:`~providers.aci.throttle.TokenBucket`,
+holding at most half a minute's share, or one full list), so the rate stays within the budget
+whatever the pod count and however often the core polls. A sliding minute (burst after burst of
+the whole budget, then nothing) made a burst of pods see its statuses in one-minute steps; with
+buckets a list comes every ``2 * pages * 60 / calls_per_minute`` seconds (20 s at 1,000 pods and
+the default 60), GETs (exit codes, restarts, a Job's end) never starve the list nor the list them,
+and ``list_pods`` (the core's resync, every 60 s) answers from a list at most
+:data:`LIST_FRESH_SECONDS` old, or lists within the lists' share. ``budget`` counts the status
+reads of the last minute (for figures and tests), it decides nothing.
 """
 
 from __future__ import annotations
@@ -462,10 +465,10 @@ class AciProvider:
         within theirs (bulk.py); from the cache when neither has room."""
         pages = self._list_pages
         listed = False
-        if not self.tracker.listed_once or min(self.budget.available(), self.list_pace.available()) >= pages:
+        if not self.tracker.listed_once or self.list_pace.available() >= pages:
             await self._list_for_status("get_pod_statuses")
             listed = True
-        due = self.tracker.due(min(self.budget.available(), self.get_pace.available()))
+        due = self.tracker.due(self.get_pace.available())
         if due:
             await self._refresh(due)
         elif not listed:

@@ -15,10 +15,10 @@ and says how many calls are left in every response (``x-ms-ratelimit-remaining-s
 - :class:`ArmRetryPolicy` is azure-core's retry policy minus what the core decides better: it
   never retries a 429 nor a 4xx (the core pauses, backs off and shows the reason on the pod), and
   it retries a 5xx only a couple of times, never waiting longer than :data:`MAX_RETRY_WAIT`.
-- :class:`CallBudget` is a sliding one-minute window of status reads, the
-  ``status_poll.calls_per_minute`` budget (never more in any minute), and :class:`TokenBucket`
-  spreads a share of it over the minute (the provider gives lists and GETs one each), so that a
-  burst of pods does not spend the minute's budget in its first seconds and then wait a minute.
+- :class:`TokenBucket` spreads a share of the ``status_poll.calls_per_minute`` budget over the
+  minute (the provider gives lists and GETs one each), so that a burst of pods does not spend the
+  minute's budget in its first seconds and then wait a minute; :class:`CallBudget` counts the
+  calls of the last (sliding) minute.
 """
 
 from __future__ import annotations

@@ -990,8 +990,7 @@ async def test_steady_state_bulk_status_makes_no_get_per_group(localarm: LocalAr
     assert calls(localarm, "ContainerGroups_Get") == 0
 
     provider.tracker.refresh_seconds = 0.0  # now every group is due for its slow refresh ...
-    # ... with room in the minute for the list and 10 GETs
-    provider.budget.per_minute = provider.budget.spent_last_minute() + 11
+    provider.get_pace = TokenBucket(0, lambda: 10.0)  # ... with room for 10 GETs
     await provider.get_pod_statuses()
     assert calls(localarm, "ContainerGroups_Get") == 10
 
