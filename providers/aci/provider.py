@@ -33,7 +33,8 @@ holding at most half a minute's share, or one full list), so the rate stays with
 whatever the pod count and however often the core polls. A sliding minute (burst after burst of
 the whole budget, then nothing) made a burst of pods see its statuses in one-minute steps; with
 buckets a list comes every ``2 * pages * 60 / calls_per_minute`` seconds (20 s at 1,000 pods and
-the default 60), GETs (exit codes, restarts, a Job's end) never starve the list nor the list them,
+the default 60), or twice as often when it borrows the GETs' share because no GET is urgent (no
+group never read, no running Job); GETs of Jobs are never starved by the list nor the list by GETs,
 and ``list_pods`` (the core's resync, every 60 s) answers from a list at most
 :data:`LIST_FRESH_SECONDS` old, or lists within the lists' share. ``budget`` counts the status
 reads of the last minute (for figures and tests), it decides nothing.
@@ -65,7 +66,7 @@ from azure.mgmt.containerinstance.models import (
 from providers.aci import logs as aci_logs
 from providers.aci import mapping, naming
 from providers.aci import status as aci_status
-from providers.aci.bulk import StatusTracker, Tracked
+from providers.aci.bulk import MAY_END, StatusTracker, Tracked
 from providers.aci.config import AciConfig
 from providers.aci.credentials import make_client, make_credential
 from providers.aci.errors import error_message, mapped, one_line, status_of
@@ -215,11 +216,14 @@ class AciProvider:
         self.budget.spend()
         self.get_pace.spend()
 
-    async def _list_for_status(self, what: str) -> list[ContainerGroup]:
-        """A full list, counted in the status budget, into the tracker."""
+    async def _list_for_status(self, what: str, borrowed: int = 0) -> list[ContainerGroup]:
+        """A full list, counted in the status budget (``borrowed`` of its calls from the GETs'
+        share), into the tracker."""
         groups, pages = await self._list_all(what)
         self.budget.spend(pages)
-        self.list_pace.spend(pages)
+        borrowed = min(borrowed, pages)
+        self.get_pace.spend(borrowed)
+        self.list_pace.spend(pages - borrowed)
         self._list_pages = pages
         self._listed_at = time.monotonic()
         self.tracker.absorb_list(groups)
@@ -465,8 +469,14 @@ class AciProvider:
         within theirs (bulk.py); from the cache when neither has room."""
         pages = self._list_pages
         listed = False
-        if not self.tracker.listed_once or self.list_pace.available() >= pages:
-            await self._list_for_status("get_pod_statuses")
+        own = self.list_pace.available()
+        # The list may borrow the GETs' share when no GET is urgent (a group never read, a running
+        # Job): after a burst, what the GETs would confirm one group at a time, a list tells for
+        # 100 at once, so Running shows every 10 s instead of every 20 s (1,000 pods, 60/min).
+        urgent = any(rank <= MAY_END for rank, _ in self.tracker.ranked())
+        spare = 0 if urgent else self.get_pace.available()
+        if not self.tracker.listed_once or own + spare >= pages:
+            await self._list_for_status("get_pod_statuses", borrowed=max(0, pages - own))
             listed = True
         due = self.tracker.due(self.get_pace.available())
         if due:

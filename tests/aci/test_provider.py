@@ -1045,6 +1045,29 @@ async def test_the_budget_caps_status_reads_whatever_the_pod_count(localarm: Loc
     assert provider.budget.spent_last_minute() == 6
 
 
+async def test_the_list_borrows_the_gets_share_unless_a_get_is_urgent(
+    localarm: LocalArm, make: Factory
+) -> None:
+    localarm.knobs.update(throttling=False)
+    provider = await make()
+    server = pod()
+    await provider.create_pod(server)
+    await running(provider, server.ref)
+    await provider.get_pod_statuses()
+    provider.list_pace = TokenBucket(0, lambda: 0.0)  # the lists' share is spent ...
+    provider.get_pace = TokenBucket(0, lambda: 5.0)  # ... the GETs' is not
+    localarm.calls.clear()
+    await provider.get_pod_statuses()  # nothing urgent to GET: the list borrows a GET's call
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == 1
+    assert calls(localarm, "ContainerGroups_Get") == 0 and provider.get_pace.available() == 4
+    job = pod(command=["sh", "-c", "sleep 3600"], restart="Never")
+    await provider.create_pod(job)  # a running Job: its GET is urgent, the list waits for its share
+    localarm.calls.clear()
+    await provider.get_pod_statuses()
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == 0
+    assert calls(localarm, "ContainerGroups_Get") >= 1
+
+
 async def test_list_pods_answers_from_a_fresh_list_and_counts_its_own(
     localarm: LocalArm, make: Factory
 ) -> None:
