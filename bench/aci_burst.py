@@ -15,11 +15,14 @@ One control plane, one run:
 3. steady state with every pod Running: after ``--settle`` seconds (transitions polled out), the
    server's call counters (``/_localarm/stats``, which are not ARM calls themselves) are read at
    the start and end of a ``--window`` (60 s) and their difference is the ARM calls/min at N pods,
-   per operation. Nothing but the virtual kubelet talks to the server meanwhile. With the default
-   ``status_poll`` budget (60 reads/min) 1,000 steady groups saturate it (their slow refreshes), so
-   the window shows the budget plus what is outside it (the core's resync list); with a larger
-   budget the slow refreshes only start ``refresh_seconds`` (300) after the burst's GETs, so a
-   window right after the burst would miss them: lengthen ``--settle``.
+   per operation. Nothing but the virtual kubelet talks to the server meanwhile. The provider keeps
+   every status read (its lists and GETs, and the core's resync ``list_pods``, which answers from
+   a fresh list) within ``status_poll.calls_per_minute`` (60): half for lists, half for GETs;
+4. ``--jobs`` run-to-completion pods (``sleep --job-seconds``) among the N steady ones: the seconds
+   from each container's end (its ``finishedAt``, 1 s resolution) to the pod seen Succeeded. The
+   core polls a steady node every ``--status-poll-slow`` (30 s): pass
+   ``--vk-arg=--status-poll-slow=5`` to see what a faster core poll gives (the provider's budget
+   does not change with it).
 
 The last line is a JSON object of the figures (as every bench script). ``--keep`` keeps the work
 directory: the control plane's, the VK's and the server's logs.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import re
 import signal
@@ -273,6 +277,7 @@ async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace:
             )
             failed_end = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
             not_running_end = [p for p in pods if (p.get("status") or {}).get("phase") != "Running"]
+            jobs: list[float | None] = await job_latencies(args, env, api, namespace) if args.jobs else []
             await watch.stop()
             failures = await arm.validation_failures()
     finally:
@@ -306,8 +311,45 @@ async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace:
         "window_s": window,
         "validation_failures": len(failures),
         "localarm_exit": code,
+        "job_latencies_s": jobs,
         **latencies,
     }
+
+
+async def job_latencies(
+    args: argparse.Namespace, env: Environment, api: Api, namespace: str
+) -> list[float | None]:
+    """With the N pods steady: ``--jobs`` run-to-completion pods (``sleep --job-seconds``), and for
+    each the seconds from its container's end (ACI's finishTime, as the pod's finishedAt: 1 s
+    resolution) to the pod seen Succeeded in the API (polled every 0.25 s); None: not seen."""
+    names = [f"job-{i}" for i in range(args.jobs)]
+    for name in names:
+        manifest = pod_manifest(name, env.node)
+        manifest["spec"]["restartPolicy"] = "Never"
+        manifest["spec"]["containers"] = [
+            {"name": "app", "image": "busybox:1.36", "command": ["sh", "-c", f"sleep {args.job_seconds}"]}
+        ]
+        await api.request("POST", f"/api/v1/namespaces/{namespace}/pods", manifest)
+    say(f"{args.jobs} job pods ({args.job_seconds:.0f} s each) created; timing their completion ...")
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + args.job_seconds + 180
+    while len(seen) < len(names) and time.monotonic() < deadline:
+        for name in names:
+            if name in seen:
+                continue
+            pod = await api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            status = pod.get("status") or {}
+            if status.get("phase") in ("Succeeded", "Failed"):
+                state = (status.get("containerStatuses") or [{}])[0].get("state", {}).get("terminated") or {}
+                finished = state.get("finishedAt")
+                if finished:
+                    end = datetime.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
+                    seen[name] = round(time.time() - end, 1)
+        await asyncio.sleep(0.25)
+    unfinished = sorted(set(names) - set(seen))
+    if unfinished:
+        say(f"job pods not seen finished within {args.job_seconds + 180:.0f}s: {unfinished}")
+    return [*sorted(seen.values()), *[None] * len(unfinished)]
 
 
 async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
@@ -340,6 +382,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
         "steady_arm_calls_per_min": res["steady_total_per_min"],
         "steady_arm_calls_per_min_by_op": res["steady_calls_per_min"],
         "validation_failures": res["validation_failures"],
+        "job_end_to_succeeded_s": res["job_latencies_s"],
     }
     rows = [
         ("pods", n),
@@ -374,6 +417,7 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
         ),
         ("pods not Running after the window", res["not_running_after_window"]),
         ("spec validation failures", res["validation_failures"]),
+        ("job container end -> pod Succeeded (each)", f"{res['job_latencies_s']} s"),
     ]
     figures["load_end"] = loadavg()
     rows.append(("load average (start -> end)", f"{env.settings['load_at_start']} -> {figures['load_end']}"))
@@ -404,6 +448,8 @@ def main() -> int:
         default=0,
         help="seconds to wait for all Running (default: 3x the floor, >= 300)",
     )
+    parser.add_argument("--jobs", type=int, default=5, help="job pods timed after the window (0: none)")
+    parser.add_argument("--job-seconds", type=float, default=5.0, help="how long each job pod runs")
     parser.add_argument(
         "--provider-config-json",
         default="{}",

@@ -6,16 +6,19 @@ restarts, which only a GET has. :class:`StatusTracker` keeps, per group of this 
 its last GET (or of the create's PUT response) and decides after each list which groups to GET:
 
 1. groups never read with a GET (adopted after a restart, or created and not read since), first;
-2. groups whose ``provisioningState`` changed since their last GET;
-3. groups in transition: provisioning not finished, or a last status that is not steady (Pending,
+2. groups of run-to-completion containers (restartPolicy Never or OnFailure: Jobs) not known to
+   have ended, at every poll: their end is their next change, and a list cannot show it (the
+   group stays provisioned). They come before the groups that only need their start confirmed:
+   after a burst of 1,000 pods those take the GETs' share for many minutes (a list already shows
+   them Running), and a Job's end would wait behind them;
+3. groups whose ``provisioningState`` changed since their last GET;
+4. groups in transition: provisioning not finished, or a last status that is not steady (Pending,
    a container waiting or restarting...);
-4. running groups of run-to-completion containers (restartPolicy Never or OnFailure: Jobs), at
-   every poll: their end is their next change, and a list cannot show it;
 5. steady groups not read for ``status_poll.refresh_seconds`` (a list cannot show a restart or a
    container that ended while the group stays provisioned), the stalest first;
 
-as many as the ``status_poll.calls_per_minute`` budget leaves after the list (a sliding minute
-shared by every status read), always keeping room for the next list so that GETs never starve it.
+as many as the GETs' share of the ``status_poll.calls_per_minute`` budget allows (the provider
+gives lists and GETs half each, spread over the minute, so neither starves the other).
 Within a rank, the group read longest ago comes first. Steady groups answer from the cache, so
 once every group is steady (and no Job runs) a poll costs the list alone: one call per 100 groups
 (ARM's page), and never more than the budget, whatever the pod count. A steady status is a terminal
@@ -40,7 +43,6 @@ from providers.aci import naming, status
 from vk_operator.provider import (
     ContainerPhase,
     ContainerStatus,
-    PodCondition,
     PodPhase,
     PodRef,
     ProviderPodStatus,
@@ -48,10 +50,12 @@ from vk_operator.provider import (
 
 TERMINAL_PROVISIONING = frozenset({"Succeeded", "Failed", "Canceled"})
 LIST_GRACE_SECONDS = 120.0
-MAY_END = 3  # the rank of a running group whose containers end by themselves (restartPolicy Never/OnFailure)
-REFRESH = 4  # the rank of a steady group due for its slow refresh
+NEVER_READ = 0  # the ranks of ``StatusTracker.ranked`` (see the module docstring)
+MAY_END = 1
+PROVISIONING_CHANGED = 2
+IN_TRANSITION = 3
+REFRESH = 4
 ENDING_POLICIES = frozenset({"Never", "OnFailure"})
-MAPPING_WARNINGS = "AciMappingWarnings"  # the pod condition that carries the mapping's warnings
 
 
 @dataclasses.dataclass
@@ -68,10 +72,11 @@ class Tracked:
     restart_policy: str | None = None
 
     def may_end(self) -> bool:
-        """A running group of run-to-completion containers: its end is the next change, and a list
-        does not show it (the group stays provisioned)."""
+        """A group of run-to-completion containers not known to have ended: its end is the next
+        change, and a list does not show it (the group stays provisioned)."""
         full = self.full
-        return full is not None and full.phase is PodPhase.RUNNING and self.restart_policy in ENDING_POLICIES
+        ended = full is not None and full.phase in (PodPhase.SUCCEEDED, PodPhase.FAILED)
+        return self.restart_policy in ENDING_POLICIES and not ended
 
     def status(self) -> ProviderPodStatus:
         if self.full is not None and self.provisioning == self.full_provisioning:
@@ -109,17 +114,6 @@ def listed_status(group: ContainerGroup) -> ProviderPodStatus:
         )
         told = dataclasses.replace(told, containers=running)
     return told
-
-
-def with_warnings(told: ProviderPodStatus, warnings: Iterable[str]) -> ProviderPodStatus:
-    """``told`` with the mapping's warnings as the provider condition :data:`MAPPING_WARNINGS`."""
-    shown = list(warnings)
-    if not shown:
-        return told
-    condition = PodCondition(
-        MAPPING_WARNINGS, False, reason="UnsupportedByACI", message="; ".join(shown)[:32768]
-    )
-    return dataclasses.replace(told, conditions=(*told.conditions, condition))
 
 
 class StatusTracker:
@@ -193,13 +187,13 @@ class StatusTracker:
         ranked: list[tuple[int, float, str, Tracked]] = []
         for name, tracked in self.groups.items():
             if tracked.full is None:
-                rank = 0
-            elif tracked.provisioning != tracked.full_provisioning:
-                rank = 1
-            elif not tracked.steady():
-                rank = 2
+                rank = NEVER_READ
             elif tracked.may_end():
                 rank = MAY_END
+            elif tracked.provisioning != tracked.full_provisioning:
+                rank = PROVISIONING_CHANGED
+            elif not tracked.steady():
+                rank = IN_TRANSITION
             elif tracked.fetched_at is None or now - tracked.fetched_at >= self.refresh_seconds:
                 rank = REFRESH
             else:
@@ -213,9 +207,9 @@ class StatusTracker:
         finds the changes of every group at once, a GET those of one): the most needed first."""
         return [tracked for _, tracked in self.ranked()[: max(0, room - reserve)]]
 
-    def statuses(self, warnings: Callable[[str], Iterable[str]]) -> dict[str, ProviderPodStatus]:
-        """Every tracked pod's status by UID, with its mapping warnings (``warnings(uid)``)."""
-        return {t.ref.uid: with_warnings(t.status(), warnings(t.ref.uid)) for t in self.groups.values()}
+    def statuses(self) -> dict[str, ProviderPodStatus]:
+        """Every tracked pod's status by UID."""
+        return {t.ref.uid: t.status() for t in self.groups.values()}
 
     def summary(self) -> dict[str, Any]:
         steady = sum(1 for t in self.groups.values() if t.steady())

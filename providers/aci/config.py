@@ -71,10 +71,22 @@ class DnsDefaults(_Model):
     ``MissingClusterDNS`` Warning).
     """
 
-    nameservers: list[pydantic.IPvAnyAddress] = []
-    search_domains: list[Annotated[str, pydantic.StringConstraints(pattern=_SEARCH_DOMAIN.pattern)]] = []
-    options: list[Annotated[str, pydantic.StringConstraints(pattern=_DNS_OPTION.pattern)]] = []
-    cluster_domain: Annotated[str, pydantic.StringConstraints(pattern=_SEARCH_DOMAIN.pattern)] | None = None
+    nameservers: list[pydantic.IPvAnyAddress] = pydantic.Field(
+        [], description="The cluster DNS service's IPs (the kubelet's --cluster-dns), e.g. 10.0.0.10."
+    )
+    search_domains: list[Annotated[str, pydantic.StringConstraints(pattern=_SEARCH_DOMAIN.pattern)]] = (
+        pydantic.Field([], description="Search domains added after the per-namespace ones.")
+    )
+    options: list[Annotated[str, pydantic.StringConstraints(pattern=_DNS_OPTION.pattern)]] = pydantic.Field(
+        [], description="resolv.conf options, NAME or NAME:VALUE (ndots:5)."
+    )
+    cluster_domain: Annotated[str, pydantic.StringConstraints(pattern=_SEARCH_DOMAIN.pattern)] | None = (
+        pydantic.Field(
+            None,
+            description="The kubelet's --cluster-domain (cluster.local): adds <ns>.svc.<domain>, "
+            "svc.<domain> and <domain> to the searches.",
+        )
+    )
 
 
 class StatusPolling(_Model):
@@ -86,60 +98,131 @@ class StatusPolling(_Model):
     codes need one) when the budget allows it; groups in transition are read first.
     """
 
-    calls_per_minute: int = pydantic.Field(60, ge=1, le=12000)
-    refresh_seconds: float = pydantic.Field(300.0, gt=0, le=24 * 3600)
+    calls_per_minute: int = pydantic.Field(
+        60,
+        ge=1,
+        le=12000,
+        description="ARM reads a minute for pod status (lists and GETs, half each, spread over the "
+        "minute), whatever the pod count. ARM allows a subscription about 12,000 reads an hour per "
+        "region; leave room for everything else using it.",
+    )
+    refresh_seconds: float = pydantic.Field(
+        300.0,
+        gt=0,
+        le=24 * 3600,
+        description="How long a steady group may go without a GET (restarts and exit codes need one: "
+        "a list has no instanceView) when the budget allows. Groups in transition and running Jobs "
+        "are read first.",
+    )
 
 
 class AciConfig(_Model):
     """The ACI provider's config. Unknown keys are errors."""
 
-    subscription_id: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9-]+$")]
-    resource_group: Annotated[str, pydantic.StringConstraints(pattern=_RESOURCE_GROUP.pattern)]
-    # The Azure location (ARM's `location`) of the container groups: "westeurope".
-    region: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ]*$")]
+    subscription_id: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9-]+$")] = pydantic.Field(
+        description="The Azure subscription of the container groups (a GUID)."
+    )
+    resource_group: Annotated[str, pydantic.StringConstraints(pattern=_RESOURCE_GROUP.pattern)] = (
+        pydantic.Field(
+            description="The resource group the node's container groups live in (it must exist; the "
+            "identity needs Contributor there, or a role with Microsoft.ContainerInstance/containerGroups/*)."
+        )
+    )
+    region: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ]*$")] = (
+        pydantic.Field(description="The Azure location of the container groups (ARM's location): westeurope.")
+    )
 
-    # Where azure-identity finds the credential: "default" (DefaultAzureCredential: environment,
-    # workload identity, managed identity, in that order), or only one of them.
-    credential: CredentialSource = "default"
-    managed_identity_client_id: str | None = None  # a user-assigned identity's client id
+    credential: CredentialSource = pydantic.Field(
+        "default",
+        description="Where azure-identity finds the credential: default (DefaultAzureCredential: the "
+        "environment, a workload identity, a managed identity, in that order), or only one of them. "
+        "Credentials never live in this config.",
+    )
+    managed_identity_client_id: str | None = pydantic.Field(
+        None, description="A user-assigned managed identity's client id (a GUID); not a secret."
+    )
 
-    os_type: OsType = "Linux"
+    os_type: OsType = pydantic.Field("Linux", description="The OS of the node's container groups.")
 
-    # What the Node advertises (capacity = allocatable), as azure-aci's defaults.
-    cpu: Quantity = "10000"
-    memory: Quantity = "4Ti"
-    pods: Quantity = "5000"
-    gpu: Quantity | None = None  # nvidia.com/gpu
+    cpu: Quantity = pydantic.Field(
+        "10000", description="The Node's cpu capacity (capped by the region's quota)."
+    )
+    memory: Quantity = pydantic.Field("4Ti", description="The Node's memory capacity.")
+    pods: Quantity = pydantic.Field(
+        "5000", description="The Node's pod capacity (capped by the region's container group quota)."
+    )
+    gpu: Quantity | None = pydantic.Field(
+        None, description="The Node's nvidia.com/gpu capacity; none by default."
+    )
 
-    # What a container gets when it requests nothing: ACI needs a request (azure-aci: 1 core, 1.5 GB).
-    default_cpu: PositiveQuantity = "1"
-    default_memory: PositiveQuantity = "1.5G"
+    default_cpu: PositiveQuantity = pydantic.Field(
+        "1", description="The cpu request of a container that requests none (ACI needs one)."
+    )
+    default_memory: PositiveQuantity = pydantic.Field(
+        "1.5G", description="The memory request of a container that requests none (ACI needs one)."
+    )
 
-    # The GPU SKU of `nvidia.com/gpu` containers unless `gpu_sku_annotation` names one (spec: K80,
-    # P100, V100; ACI may add more).
-    gpu_sku: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9]+$")] = "V100"
+    gpu_sku: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9]+$")] = pydantic.Field(
+        "V100",
+        description="The GPU SKU of nvidia.com/gpu containers unless the pod's gpu_sku_annotation names "
+        "one (the spec has K80, P100, V100; ACI may accept others).",
+    )
 
-    # Container groups join these subnets (private IPs); without, a group with ports gets a public IP.
-    subnet_id: Annotated[str, pydantic.StringConstraints(pattern=_SUBNET_ID.pattern)] | None = None
-    subnet_ids: list[Annotated[str, pydantic.StringConstraints(pattern=_SUBNET_ID.pattern)]] = []
+    subnet_id: Annotated[str, pydantic.StringConstraints(pattern=_SUBNET_ID.pattern)] | None = pydantic.Field(
+        None,
+        description="A subnet (resource id) the groups join with private IPs; it must be delegated to "
+        "Microsoft.ContainerInstance/containerGroups, and the identity needs "
+        "Microsoft.Network/virtualNetworks/subnets/join/action on it. Without subnets, a group with "
+        "ports gets a public IP.",
+    )
+    subnet_ids: list[Annotated[str, pydantic.StringConstraints(pattern=_SUBNET_ID.pattern)]] = pydantic.Field(
+        [], description="More subnets the groups join, after subnet_id."
+    )
 
-    dns: DnsDefaults = DnsDefaults()
+    dns: DnsDefaults = pydantic.Field(
+        DnsDefaults(), description="What the kubelet's cluster DNS flags give ClusterFirst pods."
+    )
 
     # Pod annotations the provider reads (azure-aci's names, so pods written for it keep working).
-    dns_name_label_annotation: AnnotationKey = "virtualkubelet.io/dnsnamelabel"
-    confidential_sku_annotation: AnnotationKey = "virtual-kubelet.io/container-sku"
-    cce_policy_annotation: AnnotationKey = "virtual-kubelet.io/confidential-compute-cce-policy"
-    gpu_sku_annotation: AnnotationKey = "virtual-kubelet.io/gpu-type"
+    dns_name_label_annotation: AnnotationKey = pydantic.Field(
+        "virtualkubelet.io/dnsnamelabel",
+        description="The pod annotation with the DNS name label of the group's public IP.",
+    )
+    confidential_sku_annotation: AnnotationKey = pydantic.Field(
+        "virtual-kubelet.io/container-sku",
+        description="The pod annotation with the group's SKU: Standard, Dedicated or Confidential.",
+    )
+    cce_policy_annotation: AnnotationKey = pydantic.Field(
+        "virtual-kubelet.io/confidential-compute-cce-policy",
+        description="The pod annotation with a confidential computing (CCE) policy: the group is "
+        "Confidential.",
+    )
+    gpu_sku_annotation: AnnotationKey = pydantic.Field(
+        "virtual-kubelet.io/gpu-type", description="The pod annotation with the GPU SKU (K80, P100, V100...)."
+    )
 
-    # Added to every container group, after the ownership tags (which they may not replace).
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = pydantic.Field(
+        {},
+        description="Tags added to every container group, after the ownership tags (which they may "
+        "not replace).",
+    )
 
-    status_poll: StatusPolling = StatusPolling()
+    status_poll: StatusPolling = pydantic.Field(
+        StatusPolling(), description="The ARM read budget for pod status."
+    )
 
-    # The ARM endpoint; None: the public cloud. Tests point it at the local ARM server.
-    base_url: Annotated[str, pydantic.StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
-    # Long-running operations (create, delete): seconds between polls when ARM gives no Retry-After.
-    poll_interval_seconds: Seconds = 5.0
+    base_url: Annotated[str, pydantic.StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = (
+        pydantic.Field(
+            None,
+            description="The ARM endpoint; none: the public cloud (a sovereign cloud's: its token scope is "
+            "<base_url>/.default). A plain http:// URL is a local ARM server: no credential is used.",
+        )
+    )
+    poll_interval_seconds: Seconds = pydantic.Field(
+        5.0,
+        description="Seconds between polls of a delete (and long-running operations) when ARM gives "
+        "no Retry-After.",
+    )
 
     @pydantic.field_validator("managed_identity_client_id")
     @classmethod

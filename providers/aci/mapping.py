@@ -40,25 +40,25 @@ Decisions, where ACI differs from a kubelet:
   ``None`` uses the pod's alone. Limits as the kubelet (3 nameservers, 32 searches, 2048 characters),
   with its ``DNSConfigForming`` and ``MissingClusterDNS`` Warnings.
 
-Gaps the core must fill (until then the provider passes what it fetched itself):
-
-- ``imagePullSecrets`` are not resolved by the core: :func:`container_group` takes
-  ``registry_credentials`` ((server, username, password) triples; :func:`registry_credentials_from_secret`
-  reads them from a ``kubernetes.io/dockerconfigjson`` or ``dockercfg`` Secret). A pod with
-  ``imagePullSecrets`` and no credentials gets a Warning, ``ImagePullSecretsNotResolved``.
-- The storage account key of an Azure Files volume is in a Secret the core does not resolve (it
-  passes provider-declared volumes as they are): ``storage_secrets`` maps (namespace, name) to the
-  Secret's data (``azurestorageaccountname``, ``azurestorageaccountkey``).
-  :func:`secret_references` lists the Secrets of both kinds a pod needs.
+- **Registry logins** are the core's ``PreparedPod.registry_credentials`` (from the pod's
+  ``imagePullSecrets``) as ``imageRegistryCredentials``, one per server (the password is a secret:
+  ARM never returns it, and it is in no log or Event).
+- **Azure Files**: an in-tree ``azureFile`` volume (``shareName``, ``secretName``, ``readOnly``) or
+  a CSI ``file.csi.azure.com`` one (``volumeAttributes.shareName``, the Secret in
+  ``nodePublishSecretRef``, ``readOnly``) is an ACI ``azureFile`` volume whose storage account name
+  and key come from that Secret, which the core reads (``ResolvedVolume.secret``: keys
+  ``azurestorageaccountname`` and ``azurestorageaccountkey``, as the Azure Files drivers use). A
+  Secret without them is a TransientError ``FailedMount`` (the pod waits for it to be fixed). A CSI
+  volume naming its Secret only in ``volumeAttributes.secretName`` (or another namespace's, in
+  ``secretNamespace``) is an InvalidPodError: the core reads the Secret of
+  ``nodePublishSecretRef``, in the pod's namespace, and the key cannot be had otherwise.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hashlib
-import json
 import math
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,7 +93,14 @@ from azure.mgmt.containerinstance.models import (
 
 from providers.aci import naming
 from providers.aci.config import AciConfig
-from vk_operator.provider import InvalidPodError, PreparedPod, ResolvedVolume, TransientError, parse_quantity
+from vk_operator.provider import (
+    InvalidPodError,
+    PreparedPod,
+    RegistryCredential,
+    ResolvedVolume,
+    TransientError,
+    parse_quantity,
+)
 
 # The volume types the provider mounts itself (its `volume_types`): the core passes them unresolved.
 AZURE_FILE_DRIVER = "file.csi.azure.com"
@@ -119,10 +126,6 @@ UNSUPPORTED_PROBE = "UnsupportedProbe"
 UNSUPPORTED_FIELD = "UnsupportedField"
 UNSUPPORTED_FILE_MODE = "UnsupportedFileMode"
 UNSUPPORTED_VOLUME = "UnsupportedVolume"
-IMAGE_PULL_SECRETS_NOT_RESOLVED = "ImagePullSecretsNotResolved"
-
-RegistryCredential = tuple[str, str, str]  # (server, username, password)
-SecretRef = tuple[str, str]  # (namespace, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,14 +138,6 @@ class MappingWarning:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-@dataclasses.dataclass(frozen=True)
-class SecretReferences:
-    """The Secrets a pod's group needs that the core does not resolve."""
-
-    image_pull: tuple[str, ...] = ()  # imagePullSecrets, in the pod's namespace
-    storage: tuple[SecretRef, ...] = ()  # Azure Files storage account secrets
 
 
 def _invalid(field: str, message: str) -> InvalidPodError:
@@ -484,33 +479,34 @@ def _file_modes(resolved: ResolvedVolume, field: str, warnings: list[MappingWarn
         )
 
 
-def _storage_secret(
-    ref: SecretRef, volume: str, storage_secrets: Mapping[SecretRef, Mapping[str, bytes]]
-) -> tuple[str, str]:
-    data = storage_secrets.get(ref)
-    if data is None:
-        raise TransientError(
-            f'MountVolume.SetUp failed for volume "{volume}" : secret "{ref[1]}" not found',
-            reason=FAILED_MOUNT,
-        )
+def storage_account(resolved: ResolvedVolume, secret: str) -> tuple[str, str]:
+    """(account name, key) from the Secret the core read for an Azure Files volume."""
+    data = resolved.secret
     missing = [key for key in (STORAGE_ACCOUNT_NAME_KEY, STORAGE_ACCOUNT_KEY_KEY) if not data.get(key)]
     if missing:
         raise TransientError(
-            f'MountVolume.SetUp failed for volume "{volume}" : secret "{ref[1]}" has no {", ".join(missing)}',
+            f'MountVolume.SetUp failed for volume "{resolved.name}" : secret "{secret}" has no '
+            f"{', '.join(missing)}",
             reason=FAILED_MOUNT,
         )
-    return data[STORAGE_ACCOUNT_NAME_KEY].decode(), data[STORAGE_ACCOUNT_KEY_KEY].decode()
+    try:
+        return data[STORAGE_ACCOUNT_NAME_KEY].decode().strip(), data[STORAGE_ACCOUNT_KEY_KEY].decode().strip()
+    except UnicodeDecodeError:
+        raise TransientError(
+            f'MountVolume.SetUp failed for volume "{resolved.name}" : secret "{secret}": the storage '
+            "account name and key must be text",
+            reason=FAILED_MOUNT,
+        ) from None
 
 
-def _azure_file_source(namespace: str, resolved: ResolvedVolume, field: str) -> tuple[str, SecretRef, bool]:
-    """(share, secret, read-only) of an in-tree ``azureFile`` or a ``file.csi.azure.com`` volume."""
+def azure_file_source(resolved: ResolvedVolume, field: str, namespace: str) -> tuple[str, str, bool]:
+    """(share, Secret name, read-only) of an in-tree ``azureFile`` or a ``file.csi.azure.com`` volume."""
     source = resolved.source
     if resolved.kind == "azureFile":
-        share, secret = source.get("shareName"), source.get("secretName")
         where = f"{field}.azureFile"
         return (
-            _required(share, f"{where}.shareName"),
-            (namespace, _required(secret, f"{where}.secretName")),
+            _required(source.get("shareName"), f"{where}.shareName"),
+            _required(source.get("secretName"), f"{where}.secretName"),
             bool(source.get("readOnly")),
         )
     driver = source.get("driver")
@@ -519,14 +515,31 @@ def _azure_file_source(namespace: str, resolved: ResolvedVolume, field: str) -> 
             f"{field}.csi.driver", f"ACI mounts CSI volumes of {AZURE_FILE_DRIVER} only, not {driver}"
         )
     attributes = source.get("volumeAttributes") or {}
-    secret = attributes.get("secretName") or (source.get("nodePublishSecretRef") or {}).get("name")
     share = _required(attributes.get("shareName"), f"{field}.csi.volumeAttributes.shareName")
-    secret_namespace = attributes.get("secretNamespace") or namespace
-    return (
-        share,
-        (secret_namespace, _required(secret, f"{field}.csi.volumeAttributes.secretName")),
-        bool(source.get("readOnly")),
-    )
+    published = (source.get("nodePublishSecretRef") or {}).get("name")
+    named = attributes.get("secretName")
+    if not published:
+        if named:
+            raise _invalid(
+                f"{field}.csi.volumeAttributes.secretName",
+                f"ACI needs the storage key of Secret {named!r}: name it in csi.nodePublishSecretRef "
+                "(the Secret the virtual kubelet reads), not only in volumeAttributes",
+            )
+        raise _invalid(
+            f"{field}.csi.nodePublishSecretRef", "required: the Secret with the storage account key"
+        )
+    if named and named != published:
+        raise _invalid(
+            f"{field}.csi.volumeAttributes.secretName",
+            f"names Secret {named!r}, nodePublishSecretRef {published!r}: ACI has one storage key",
+        )
+    other = attributes.get("secretNamespace")
+    if other and other != namespace:
+        raise _invalid(
+            f"{field}.csi.volumeAttributes.secretNamespace",
+            "the storage key must be in a Secret of the pod's namespace (nodePublishSecretRef)",
+        )
+    return share, str(published), bool(source.get("readOnly"))
 
 
 def _required(value: Any, field: str) -> str:
@@ -540,12 +553,7 @@ def _is_service_account_volume(volume: Mapping[str, Any]) -> bool:
     return any(source.get("serviceAccountToken") is not None for source in sources)
 
 
-def volume_plan(
-    prepared: PreparedPod,
-    config: AciConfig,
-    storage_secrets: Mapping[SecretRef, Mapping[str, bytes]],
-    warnings: list[MappingWarning],
-) -> VolumePlan:
+def volume_plan(prepared: PreparedPod, config: AciConfig, warnings: list[MappingWarning]) -> VolumePlan:
     """The group's volumes, and how each pod volume is mounted."""
     plan = VolumePlan()
     spec = prepared.pod.get("spec") or {}
@@ -600,7 +608,7 @@ def volume_plan(
                 plan.volumes.append(Volume(name=aci_name, secret=files))
             plan.mounts[name] = MountedVolume(tuple((aci_name, d) for aci_name, d, _ in parts))
         elif resolved.kind in ("azureFile", "csi"):
-            share, ref, read_only = _azure_file_source(namespace, resolved, field)
+            share, secret, read_only = azure_file_source(resolved, field, namespace)
             if resolved.kind == "csi" and (resolved.source.get("volumeAttributes") or {}).get("mountOptions"):
                 _warn(
                     warnings,
@@ -608,7 +616,7 @@ def volume_plan(
                     UNSUPPORTED_FIELD,
                     "ACI mounts Azure Files shares with its own options",
                 )
-            account, key = _storage_secret(ref, name, storage_secrets)
+            account, key = storage_account(resolved, secret)
             azure_file = AzureFileVolume(
                 share_name=share,
                 storage_account_name=account,
@@ -803,84 +811,23 @@ def sku(
     return chosen, None
 
 
-def image_registry_credentials(
-    pod: Mapping[str, Any], credentials: Sequence[RegistryCredential], warnings: list[MappingWarning]
-) -> list[ImageRegistryCredential]:
-    """One credential per registry server (the first given)."""
-    pull_secrets = (pod.get("spec") or {}).get("imagePullSecrets") or []
-    if pull_secrets and not credentials:
-        names = ", ".join(str(s.get("name")) for s in pull_secrets)
-        _warn(
-            warnings,
-            "spec.imagePullSecrets",
-            IMAGE_PULL_SECRETS_NOT_RESOLVED,
-            f"the registry credentials of {names} were not passed to ACI: images are pulled anonymously",
-        )
+def image_registry_credentials(credentials: Sequence[RegistryCredential]) -> list[ImageRegistryCredential]:
+    """The pod's registry logins (the core's, from its imagePullSecrets): one per server, the first."""
     by_server: dict[str, ImageRegistryCredential] = {}
-    for server, username, password in credentials:
+    for credential in credentials:
         by_server.setdefault(
-            server, ImageRegistryCredential(server=server, username=username, password=password)
+            credential.server,
+            ImageRegistryCredential(
+                server=credential.server, username=credential.username, password=credential.password
+            ),
         )
     return list(by_server.values())
-
-
-def registry_credentials_from_secret(secret_type: str, data: Mapping[str, bytes]) -> list[RegistryCredential]:
-    """(server, username, password) of a ``kubernetes.io/dockerconfigjson`` or ``dockercfg`` Secret's
-    data; ValueError saying what is wrong."""
-    if secret_type == "kubernetes.io/dockerconfigjson":
-        raw, nested = data.get(".dockerconfigjson"), True
-    elif secret_type == "kubernetes.io/dockercfg":
-        raw, nested = data.get(".dockercfg"), False
-    else:
-        raise ValueError(
-            f"type {secret_type!r} is not kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg"
-        )
-    if raw is None:
-        raise ValueError("the Secret has no " + (".dockerconfigjson" if nested else ".dockercfg"))
-    try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    auths = document.get("auths") if nested and isinstance(document, dict) else document
-    if not isinstance(auths, dict):
-        raise ValueError("no auths")
-    credentials = []
-    for server, entry in auths.items():
-        username, password = entry.get("username"), entry.get("password")
-        if not username and entry.get("auth"):
-            try:
-                username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError) as exc:
-                raise ValueError(f"{server}: auth is not base64 user:password") from exc
-        if not username:
-            raise ValueError(f"{server}: no username")
-        credentials.append((str(server), str(username), str(password or "")))
-    return credentials
-
-
-def secret_references(prepared: PreparedPod) -> SecretReferences:
-    """The Secrets the provider must fetch for :func:`container_group` (see the module's gaps)."""
-    spec = prepared.pod.get("spec") or {}
-    pulls = tuple(str(s["name"]) for s in spec.get("imagePullSecrets") or [] if s.get("name"))
-    storage: list[SecretRef] = []
-    for i, volume in enumerate(spec.get("volumes") or []):
-        resolved = prepared.volumes.get(str(volume.get("name")))
-        if resolved is not None and resolved.kind in ("azureFile", "csi"):
-            try:
-                _, ref, _ = _azure_file_source(prepared.ref.namespace, resolved, f"spec.volumes[{i}]")
-            except InvalidPodError:
-                continue  # container_group names the problem
-            storage.append(ref)
-    return SecretReferences(pulls, tuple(dict.fromkeys(storage)))
 
 
 def container_group(
     prepared: PreparedPod,
     config: AciConfig,
     node_name: str,
-    *,
-    registry_credentials: Sequence[RegistryCredential] = (),
-    storage_secrets: Mapping[SecretRef, Mapping[str, bytes]] | None = None,
 ) -> tuple[ContainerGroup, list[MappingWarning]]:
     """The container group of ``prepared`` (its name: ``naming.container_group_name``) and the
     Warnings to post. Raises InvalidPodError (permanent) or TransientError (FailedMount)."""
@@ -892,7 +839,7 @@ def container_group(
         raise _invalid("spec.containers", "at least one container is required")
     if spec.get("hostAliases"):
         _warn(warnings, "spec.hostAliases", UNSUPPORTED_FIELD, "ACI has no host aliases: /etc/hosts is ACI's")
-    plan = volume_plan(prepared, config, storage_secrets or {}, warnings)
+    plan = volume_plan(prepared, config, warnings)
     init = [
         init_container(c, f"spec.initContainers[{i}]", prepared, plan, warnings)
         for i, c in enumerate(spec.get("initContainers") or [])
@@ -902,7 +849,7 @@ def container_group(
         for i, c in enumerate(spec["containers"])
     ]
     group_sku, confidential = sku(annotations, config)
-    credentials = image_registry_credentials(pod, registry_credentials, warnings)
+    credentials = image_registry_credentials(prepared.registry_credentials)
     group = ContainerGroup(
         location=config.region,
         tags=naming.group_tags(prepared.ref, node_name, config.tags),

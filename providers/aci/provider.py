@@ -16,16 +16,28 @@ and returns once ARM accepted it (201): ACI takes minutes, and the status poll f
 ``delete_pod`` sends the DELETE and then polls the group with GETs until it is gone (404), every
 ``poll_interval_seconds`` at most; the core bounds it by its delete timeout and the grace period.
 
-**Mapping warnings** (what ACI cannot express but the pod can run without: a tcpSocket probe, file
-modes...). The core cannot post Events for a provider today, so each pod's warnings are logged at
-WARNING once and shown on the pod as the condition ``AciMappingWarnings`` (status False, reason
-``UnsupportedByACI``, the warnings as the message) in every status this instance reports. They are
-kept in memory: after a restart they show again when the pod is created or updated, not before.
+**Events** (:mod:`.events`, through the core's ``PodEventRecorder``): ACI's instanceView events
+of every GET, once each (a repeat raises the count of the same Kubernetes Event), and the
+mapping's warnings (what ACI cannot express but the pod can run without: a tcpSocket probe, file
+modes...) as Warning Events naming the field, once per pod. Without a recorder (the provider used
+outside the core) the warnings are logged at WARNING instead.
 
-**Secrets the core does not resolve** (mapping's gaps): a provider cannot read Kubernetes Secrets,
-so ``imagePullSecrets`` are not passed (the pod gets the ``ImagePullSecretsNotResolved`` warning and
-ACI pulls anonymously), and an Azure Files volume, whose storage key is in a Secret, is refused with
-an InvalidPodError naming the volume instead of waiting for a Secret that can never arrive.
+**Secrets** come from the core: registry logins (``PreparedPod.registry_credentials``) and the
+storage key of an Azure Files volume (``ResolvedVolume.secret``) go into the group's secret fields,
+which ARM never returns; neither is ever logged or put in an Event.
+
+**Status reads** (``get_pod_statuses``, ``get_pod_status``, and ``list_pods`` when its list is not
+fresh) share the ``status_poll`` budget of ``calls_per_minute``: half of it for lists and half for
+GETs, each a token bucket refilled over the minute (:class:`~providers.aci.throttle.TokenBucket`,
+holding at most half a minute's share, or one full list), so the rate stays within the budget
+whatever the pod count and however often the core polls. A sliding minute (burst after burst of
+the whole budget, then nothing) made a burst of pods see its statuses in one-minute steps; with
+buckets a list comes every ``2 * pages * 60 / calls_per_minute`` seconds (20 s at 1,000 pods and
+the default 60), or twice as often when it borrows the GETs' share because no GET is urgent (no
+group never read, no running Job); GETs of Jobs are never starved by the list nor the list by GETs,
+and ``list_pods`` (the core's resync, every 60 s) answers from a list at most
+:data:`LIST_FRESH_SECONDS` old, or lists within the lists' share. ``budget`` counts the status
+reads of the last minute (for figures and tests), it decides nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -53,23 +66,24 @@ from azure.mgmt.containerinstance.models import (
 from providers.aci import logs as aci_logs
 from providers.aci import mapping, naming
 from providers.aci import status as aci_status
-from providers.aci.bulk import StatusTracker, Tracked, with_warnings
+from providers.aci.bulk import MAY_END, StatusTracker, Tracked
 from providers.aci.config import AciConfig
 from providers.aci.credentials import make_client, make_credential
 from providers.aci.errors import error_message, mapped, one_line, status_of
+from providers.aci.events import EventLedger, PodEvent
 from providers.aci.exec import run_attach, run_exec
 from providers.aci.logs import Instance, read_logs
-from providers.aci.throttle import ArmRateGate, CallBudget
+from providers.aci.throttle import ArmRateGate, CallBudget, TokenBucket
 from vk_operator.provider import (
     Capacity,
     ExecError,
     ExecIO,
-    InvalidPodError,
     LogEntry,
     LogOptions,
     NodeCondition,
     NotFoundError,
     PermanentError,
+    PodEventRecorder,
     PodRef,
     PreparedPod,
     ProviderPodStatus,
@@ -92,6 +106,7 @@ FIRST_POLL_SECONDS = 0.2  # the first GET after a DELETE comes this soon (doubli
 GET_CONCURRENCY = 16  # status GETs of one bulk poll in flight at once
 PING_FRESH_SECONDS = 30.0  # ping answers from any ARM response this recent, without a call
 QUOTA_TTL_SECONDS = 600.0  # how long the region's quota (capacity) is cached
+LIST_FRESH_SECONDS = 45.0  # list_pods answers from a full list this recent (the core's resync: 60 s)
 IMMUTABLE_KEYS = ("subscription_id", "resource_group", "credential", "managed_identity_client_id", "base_url")
 
 
@@ -107,13 +122,18 @@ class AciProvider:
         self.node_name = node_name
         self.gate = ArmRateGate()
         self.budget = CallBudget(config.status_poll.calls_per_minute)
+        self._list_pages = 1  # the pages (calls) the last full list took
+        self._listed_at: float | None = None  # when the last full list ended (monotonic)
+        self.list_pace = TokenBucket(self._share(), lambda: max(float(self._list_pages), self._share() / 2))
+        self.get_pace = TokenBucket(self._share(), lambda: max(1.0, self._share() / 2))
         self.tracker = StatusTracker(node_name, config.status_poll.refresh_seconds, time.monotonic)
-        self.warnings: dict[str, tuple[str, ...]] = {}  # pod UID -> the mapping's warnings
+        self.recorder: PodEventRecorder | None = None  # the core's, given by emit_events
+        self.ledger = EventLedger()  # the events and warnings told, per pod
+        self.started_at = datetime.datetime.now(datetime.UTC)  # set again by start()
         self.calls: collections.Counter[str] = collections.Counter()  # ARM operations we made, by name
         self._client: ContainerInstanceManagementClient | None = None
         self._credential: AsyncTokenCredential | None = None
         self._quota: tuple[float, dict[str, int]] | None = None
-        self._list_pages = 1  # the pages (calls) the last full list took
         # kubectl logs -f: seconds between list_logs polls, and between GETs checking for the end.
         self.follow_interval = aci_logs.FOLLOW_INTERVAL
         self.follow_status_interval = aci_logs.STATUS_INTERVAL
@@ -136,8 +156,12 @@ class AciProvider:
             f"at {base}"
         )
 
+    def emit_events(self, recorder: PodEventRecorder) -> None:
+        self.recorder = recorder
+
     async def start(self) -> None:
         """Build the credential and client, then list the resource group's container groups once."""
+        self.started_at = datetime.datetime.now(datetime.UTC)
         try:
             self._credential = make_credential(self.config)
         except ValueError as exc:
@@ -179,10 +203,33 @@ class AciProvider:
             raise PermanentError(f"aci: {', '.join(changed)} cannot change without a restart")
         self.config = config
         self.budget.per_minute = config.status_poll.calls_per_minute
+        self.list_pace.per_minute = self.get_pace.per_minute = self._share()
         self.tracker.refresh_seconds = config.status_poll.refresh_seconds
         self._quota = None
 
     # -- ARM calls -------------------------------------------------------------------------------
+    def _share(self) -> float:
+        """Lists' and GETs' share of the status budget, each (calls a minute)."""
+        return self.config.status_poll.calls_per_minute / 2
+
+    def _spend_get(self) -> None:
+        self.budget.spend()
+        self.get_pace.spend()
+
+    async def _list_for_status(self, what: str, borrowed: int = 0) -> list[ContainerGroup]:
+        """A full list, counted in the status budget (``borrowed`` of its calls from the GETs'
+        share), into the tracker."""
+        groups, pages = await self._list_all(what)
+        self.budget.spend(pages)
+        borrowed = min(borrowed, pages)
+        self.get_pace.spend(borrowed)
+        self.list_pace.spend(pages - borrowed)
+        self._list_pages = pages
+        self._listed_at = time.monotonic()
+        self.tracker.absorb_list(groups)
+        self.ledger.keep(t.ref.uid for t in self.tracker.groups.values())
+        return groups
+
     def group_name(self, ref: PodRef) -> str:
         return naming.container_group_name(ref.namespace, ref.name)
 
@@ -249,35 +296,37 @@ class AciProvider:
             if owner is None or owner.uid != uid:
                 return True  # the name now holds another group: ours is gone
 
-    # -- the mapping's warnings ----------------------------------------------------------------
-    def _note_warnings(self, ref: PodRef, warnings: Sequence[mapping.MappingWarning]) -> None:
-        shown = tuple(f"{w.reason}: {w}" for w in warnings)
-        if not shown:
-            self.warnings.pop(ref.uid, None)
+    # -- Events --------------------------------------------------------------------------------
+    def _tell(self, ref: PodRef, records: Sequence[PodEvent]) -> None:
+        if self.recorder is None:
             return
-        if self.warnings.get(ref.uid) != shown:
-            log.warning(
-                "%s/%s: ACI cannot do all the pod asks: %s", ref.namespace, ref.name, "; ".join(shown)
-            )
-        self.warnings[ref.uid] = shown
+        for record in records:
+            self.recorder.record(ref, record.reason, record.message, warning=record.warning)
 
-    def _warnings_of(self, uid: str) -> tuple[str, ...]:
-        return self.warnings.get(uid, ())
+    def _note_warnings(self, ref: PodRef, warnings: Sequence[mapping.MappingWarning]) -> None:
+        news = self.ledger.new_warnings(ref.uid, warnings)
+        if self.recorder is None and news:
+            shown = "; ".join(f"{w.reason}: {w.message}" for w in news)
+            log.warning("%s/%s: ACI cannot do all the pod asks: %s", ref.namespace, ref.name, shown)
+        self._tell(ref, news)
+
+    def _absorb(self, group: ContainerGroup, *, created: bool = False) -> Tracked | None:
+        """A GET's (or PUT's) answer into the tracker, and its instanceView events told."""
+        tracked = self.tracker.absorb_group(group, created=created)
+        if tracked is not None:
+            # Events of a group this instance did not create that ended before it started were
+            # told by the instance before (see events.py).
+            since = None if tracked.created_at is not None else self.started_at
+            self._tell(
+                tracked.ref, self.ledger.news(tracked.ref.uid, aci_status.group_events(group), since=since)
+            )
+        return tracked
+
+    def _forget(self, name: str, uid: str) -> None:
+        self.tracker.forget(name, uid)
+        self.ledger.forget(uid)
 
     def _group_of(self, prepared: PreparedPod) -> ContainerGroup:
-        refs = mapping.secret_references(prepared)
-        if refs.storage:
-            namespace, secret = refs.storage[0]
-            volumes = (prepared.pod.get("spec") or {}).get("volumes") or []
-            index = next(
-                (i for i, v in enumerate(volumes) if v.get("azureFile") or v.get("csi")),
-                0,
-            )
-            raise InvalidPodError(
-                f"spec.volumes[{index}]",
-                f"the Azure Files storage key is in Secret {namespace}/{secret}, which this provider "
-                "cannot read (the core does not resolve Secrets of provider-mounted volumes yet)",
-            )
         group, warnings = mapping.container_group(prepared, self.config, self.node_name)
         self._note_warnings(prepared.ref, warnings)
         return group
@@ -290,7 +339,7 @@ class AciProvider:
         existing = await self._get(name, "create_pod")
         if existing is not None:
             if self._is_pod(existing, ref):
-                self.tracker.absorb_group(existing)
+                self._absorb(existing)
                 return  # created before (a retry after a timeout, or a restart): nothing to do
             if existing.provisioning_state == DELETING and await self._wait_gone(
                 name, _uid_of(existing), CONFLICT_WAIT_SECONDS
@@ -310,7 +359,7 @@ class AciProvider:
             created = await poller.result()
         except AzureError as exc:
             raise mapped(exc, "create_pod") from None
-        self.tracker.absorb_group(created, created=True)
+        self._absorb(created, created=True)
 
     async def update_pod(self, pod: PreparedPod) -> None:
         """A new image redeploys the group with the same spec (ACI restarts its containers);
@@ -335,14 +384,13 @@ class AciProvider:
             updated = await poller.result()
         except AzureError as exc:
             raise mapped(exc, "update_pod") from None
-        self.tracker.absorb_group(updated)
+        self._absorb(updated)
 
     async def delete_pod(self, ref: PodRef) -> None:
         name = self.group_name(ref)
         existing = await self._get(name, "delete_pod")
         if existing is None or not self._is_pod(existing, ref):
-            self.tracker.forget(name, ref.uid)
-            self.warnings.pop(ref.uid, None)
+            self._forget(name, ref.uid)
             return  # the backend does not have this pod (a group of this name is another's)
         if existing.provisioning_state != DELETING:
             self.calls["delete"] += 1
@@ -356,22 +404,25 @@ class AciProvider:
             except AzureError as exc:
                 raise mapped(exc, "delete_pod") from None
         await self._wait_gone(name, ref.uid)
-        self.tracker.forget(name, ref.uid)
-        self.warnings.pop(ref.uid, None)
+        self._forget(name, ref.uid)
 
     async def get_pod_status(self, ref: PodRef) -> ProviderPodStatus | None:
         name = self.group_name(ref)
-        self.budget.spend()
+        self._spend_get()
         group = await self._get(name, "get_pod_status")
         if group is None or not self._is_pod(group, ref):
-            self.tracker.forget(name, ref.uid)
+            self._forget(name, ref.uid)
             return None
-        self.tracker.absorb_group(group)
-        return with_warnings(aci_status.pod_status(group), self._warnings_of(ref.uid))
+        self._absorb(group)
+        return aci_status.pod_status(group)
 
     async def list_pods(self) -> list[PodRef]:
-        groups, _ = await self._list_all("list_pods")
-        self.tracker.absorb_list(groups)
+        fresh = self._listed_at is not None and time.monotonic() - self._listed_at < LIST_FRESH_SECONDS
+        if fresh:
+            # The latest full list and what this instance did since (creates, deletes, GETs).
+            self.calls["list_from_cache"] += 1
+            return [t.ref for t in self.tracker.groups.values()]
+        groups = await self._list_for_status("list_pods")
         refs: dict[str, PodRef] = {}
         for group in groups:
             ref = self.tracker.owned_ref(group)
@@ -414,30 +465,37 @@ class AciProvider:
 
     # -- BulkStatusProvider ----------------------------------------------------------------------
     async def get_pod_statuses(self) -> Mapping[str, ProviderPodStatus]:
-        """One list, and GETs for the groups that need one, within the status budget (bulk.py)."""
-        if self.tracker.listed_once and self.budget.available() < self._list_pages:
-            self.calls["status_from_cache"] += 1  # no budget for the list: what the last calls told
-            return self.tracker.statuses(self._warnings_of)
-        groups, pages = await self._list_all("get_pod_statuses")
-        self.budget.spend(pages)
-        self._list_pages = pages
-        self.tracker.absorb_list(groups)
-        due = self.tracker.due(self.budget.available(), reserve=pages)
+        """A list when its share of the budget allows, and GETs for the groups that need one
+        within theirs (bulk.py); from the cache when neither has room."""
+        pages = self._list_pages
+        listed = False
+        own = self.list_pace.available()
+        # The list may borrow the GETs' share when no GET is urgent (a group never read, a running
+        # Job): after a burst, what the GETs would confirm one group at a time, a list tells for
+        # 100 at once, so Running shows every 10 s instead of every 20 s (1,000 pods, 60/min).
+        urgent = any(rank <= MAY_END for rank, _ in self.tracker.ranked())
+        spare = 0 if urgent else self.get_pace.available()
+        if not self.tracker.listed_once or own + spare >= pages:
+            await self._list_for_status("get_pod_statuses", borrowed=max(0, pages - own))
+            listed = True
+        due = self.tracker.due(self.get_pace.available())
         if due:
             await self._refresh(due)
-        return self.tracker.statuses(self._warnings_of)
+        elif not listed:
+            self.calls["status_from_cache"] += 1  # no room for a call: what the last calls told
+        return self.tracker.statuses()
 
     async def _refresh(self, due: Sequence[Tracked]) -> None:
         slots = asyncio.Semaphore(GET_CONCURRENCY)
 
         async def read(name: str, uid: str) -> None:
             async with slots:
-                self.budget.spend()
+                self._spend_get()
                 group = await self._get(name, "get_pod_statuses")
             if group is None or naming.ref_from_tags(group.tags) is None or _uid_of(group) != uid:
-                self.tracker.forget(name, uid)
+                self._forget(name, uid)
             else:
-                self.tracker.absorb_group(group)
+                self._absorb(group)
 
         results = await asyncio.gather(*(read(t.name, t.ref.uid) for t in due), return_exceptions=True)
         for result in results:
@@ -468,7 +526,7 @@ class AciProvider:
         group = await self._get(name, "kubelet API")
         if group is None or not self._is_pod(group, ref):
             raise KeyError(f"no container group for pod {ref.namespace}/{ref.name}")
-        self.tracker.absorb_group(group)
+        self._absorb(group)
         return name
 
     async def container_logs(

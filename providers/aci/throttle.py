@@ -15,8 +15,10 @@ and says how many calls are left in every response (``x-ms-ratelimit-remaining-s
 - :class:`ArmRetryPolicy` is azure-core's retry policy minus what the core decides better: it
   never retries a 429 nor a 4xx (the core pauses, backs off and shows the reason on the pod), and
   it retries a 5xx only a couple of times, never waiting longer than :data:`MAX_RETRY_WAIT`.
-- :class:`CallBudget` is a sliding one-minute window of status reads, the
-  ``status_poll.calls_per_minute`` budget.
+- :class:`TokenBucket` spreads a share of the ``status_poll.calls_per_minute`` budget over the
+  minute (the provider gives lists and GETs one each), so that a burst of pods does not spend the
+  minute's budget in its first seconds and then wait a minute; :class:`CallBudget` counts the
+  calls of the last (sliding) minute.
 """
 
 from __future__ import annotations
@@ -193,3 +195,31 @@ class CallBudget:
     def spent_last_minute(self) -> int:
         self._trim(self.clock())
         return len(self._spent)
+
+
+class TokenBucket:
+    """Calls spread over the minute: ``per_minute`` a minute, refilled continuously, at most
+    ``capacity()`` at once. A spend beyond what is there (a read that had to be made) is paid back
+    before the next one."""
+
+    def __init__(
+        self, per_minute: float, capacity: Callable[[], float], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_minute = per_minute
+        self.capacity = capacity
+        self.clock = clock
+        self._at = clock()
+        self._tokens = capacity()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.capacity(), self._tokens + (now - self._at) * self.per_minute / 60.0)
+        self._at = now
+
+    def available(self) -> int:
+        self._refill()
+        return max(0, int(self._tokens))
+
+    def spend(self, calls: int = 1) -> None:
+        self._refill()
+        self._tokens -= calls

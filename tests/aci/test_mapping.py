@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import pathlib
 import re
@@ -17,7 +18,14 @@ from azure.mgmt.containerinstance.models import ContainerGroup
 
 from providers.aci import mapping, naming
 from providers.aci.config import AciConfig
-from vk_operator.provider import InvalidPodError, PreparedPod, ResolvedVolume, TransientError, parse_quantity
+from vk_operator.provider import (
+    InvalidPodError,
+    PreparedPod,
+    RegistryCredential,
+    ResolvedVolume,
+    TransientError,
+    parse_quantity,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SPEC_DIRS = [REPO / "providers/aci/localarm/spec", REPO.parent / "shared/specs/aci-2023-05-01"]
@@ -590,66 +598,42 @@ def test_init_container_secret_env_is_secure() -> None:
 # --- registry credentials --------------------------------------------------------------------------
 
 
-def test_image_registry_credentials() -> None:
-    warnings: list[mapping.MappingWarning] = []
-    pod = _pod(imagePullSecrets=[{"name": "acr"}])
-    got = mapping.image_registry_credentials(
-        pod,
-        [("myacr.azurecr.io", "u", "p"), ("myacr.azurecr.io", "u2", "p2"), ("ghcr.io", "me", "tok")],
-        warnings,
-    )
-    assert [(c.server, c.username, c.password) for c in got] == [
-        ("myacr.azurecr.io", "u", "p"),
-        ("ghcr.io", "me", "tok"),
-    ]
-    assert warnings == []
-
-
-def test_unresolved_image_pull_secrets_are_warned() -> None:
-    warnings: list[mapping.MappingWarning] = []
-    assert mapping.image_registry_credentials(_pod(imagePullSecrets=[{"name": "acr"}]), [], warnings) == []
-    (warning,) = warnings
-    assert warning.reason == mapping.IMAGE_PULL_SECRETS_NOT_RESOLVED and "acr" in warning.message
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 @pytest.mark.parametrize(
-    ("secret_type", "data", "expected"),
+    ("credentials", "expected"),
     [
+        ((), []),
         (
-            "kubernetes.io/dockerconfigjson",
-            {
-                ".dockerconfigjson": json.dumps(
-                    {"auths": {"myacr.azurecr.io": {"username": "u", "password": "p"}}}
-                ).encode()
-            },
-            [("myacr.azurecr.io", "u", "p")],
+            (RegistryCredential("myacr.azurecr.io", "u", "p", secret="acr"),),
+            [{"server": "myacr.azurecr.io", "username": "u", "password": "p"}],
+        ),
+        (  # one per server: the first (the core gives one per server; two Secrets may repeat one)
+            (
+                RegistryCredential("myacr.azurecr.io", "u", "p"),
+                RegistryCredential("myacr.azurecr.io", "u2", "p2"),
+                RegistryCredential("ghcr.io", "me", "t:ok"),
+            ),
+            [
+                {"server": "myacr.azurecr.io", "username": "u", "password": "p"},
+                {"server": "ghcr.io", "username": "me", "password": "t:ok"},
+            ],
         ),
         (
-            "kubernetes.io/dockerconfigjson",
-            {".dockerconfigjson": json.dumps({"auths": {"ghcr.io": {"auth": _b64("me:t:ok")}}}).encode()},
-            [("ghcr.io", "me", "t:ok")],
+            (RegistryCredential("registry.example:5000", "robot$ci", ""),),
+            [{"server": "registry.example:5000", "username": "robot$ci", "password": ""}],
         ),
-        (
-            "kubernetes.io/dockercfg",
-            {".dockercfg": json.dumps({"r.io": {"auth": _b64("a:b")}}).encode()},
-            [("r.io", "a", "b")],
-        ),
-        ("Opaque", {}, "is not kubernetes.io"),
-        ("kubernetes.io/dockerconfigjson", {}, "has no .dockerconfigjson"),
-        ("kubernetes.io/dockerconfigjson", {".dockerconfigjson": b"{"}, "not JSON"),
-        ("kubernetes.io/dockerconfigjson", {".dockerconfigjson": b'{"auths": {"r.io": {}}}'}, "no username"),
     ],
 )
-def test_registry_credentials_from_secret(secret_type: str, data: dict[str, bytes], expected: Any) -> None:
-    if isinstance(expected, str):
-        with pytest.raises(ValueError, match=expected):
-            mapping.registry_credentials_from_secret(secret_type, data)
-    else:
-        assert mapping.registry_credentials_from_secret(secret_type, data) == expected
+def test_image_registry_credentials(
+    credentials: tuple[RegistryCredential, ...], expected: list[dict[str, str]]
+) -> None:
+    pod = _pod(imagePullSecrets=[{"name": "acr"}])
+    prepared = dataclasses.replace(_prepared(pod), registry_credentials=credentials)
+    group, warnings = mapping.container_group(prepared, CONFIG, "vk")
+    body = _validate(group)
+    assert body["properties"].get("imageRegistryCredentials", []) == expected
+    assert warnings == []  # a pull secret the core could not read is its Warning Event, not ours
+    for credential in credentials:  # the password is in no repr (logs, tracebacks)
+        assert not credential.password or credential.password not in repr(credential)
 
 
 # --- volumes ---------------------------------------------------------------------------------------
@@ -660,9 +644,9 @@ def _volume_pod(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], **s
 
 
 def _map_volumes(
-    pod: dict[str, Any], *resolved: ResolvedVolume, config: AciConfig = CONFIG, secrets: Any = None
+    pod: dict[str, Any], *resolved: ResolvedVolume, config: AciConfig = CONFIG
 ) -> tuple[ContainerGroup, list[mapping.MappingWarning]]:
-    return mapping.container_group(_prepared(pod, *resolved), config, "vk", storage_secrets=secrets)
+    return mapping.container_group(_prepared(pod, *resolved), config, "vk")
 
 
 def _enc(content: bytes) -> str:
@@ -777,19 +761,20 @@ def test_empty_dir() -> None:
     _validate(group)
 
 
-STORAGE = {("shop", "azure-secret"): {"azurestorageaccountname": b"acct", "azurestorageaccountkey": b"k3y=="}}
+STORAGE = {"azurestorageaccountname": b"acct", "azurestorageaccountkey": b"k3y=="}  # the core read it
+
+
+def _share(kind: str, source: dict[str, Any], secret: dict[str, bytes] | None = None) -> ResolvedVolume:
+    """An Azure Files volume as the core hands it: the source, and the Secret it names, read."""
+    return ResolvedVolume("share", kind, {}, secret is not None, source=source, secret=secret or {})
 
 
 @pytest.mark.parametrize(
     ("volume", "expected"),
     [
         (
-            ResolvedVolume(
-                "share",
-                "azureFile",
-                {},
-                False,
-                source={"secretName": "azure-secret", "shareName": "data", "readOnly": True},
+            _share(
+                "azureFile", {"secretName": "azure-secret", "shareName": "data", "readOnly": True}, STORAGE
             ),
             {
                 "shareName": "data",
@@ -799,49 +784,75 @@ STORAGE = {("shop", "azure-secret"): {"azurestorageaccountname": b"acct", "azure
             },
         ),
         (
-            ResolvedVolume(
-                "share",
+            _share(
                 "csi",
-                {},
-                False,
-                source={
-                    "driver": "file.csi.azure.com",
-                    "volumeAttributes": {"secretName": "azure-secret", "shareName": "data"},
-                },
-            ),
-            {"shareName": "data", "storageAccountName": "acct", "storageAccountKey": "k3y=="},
-        ),
-        (
-            ResolvedVolume(
-                "share",
-                "csi",
-                {},
-                False,
-                source={
+                {
                     "driver": "file.csi.azure.com",
                     "nodePublishSecretRef": {"name": "azure-secret"},
                     "volumeAttributes": {"shareName": "data"},
                 },
+                STORAGE,
             ),
             {"shareName": "data", "storageAccountName": "acct", "storageAccountKey": "k3y=="},
         ),
-        (
-            ResolvedVolume("share", "csi", {}, False, source={"driver": "disk.csi.azure.com"}),
-            "spec.volumes[0].csi.driver",
-        ),
-        (
-            ResolvedVolume("share", "azureFile", {}, False, source={"secretName": "azure-secret"}),
-            "spec.volumes[0].azureFile.shareName",
-        ),
-        (
-            ResolvedVolume(
-                "share",
+        (  # the attribute names the same Secret as nodePublishSecretRef; readOnly on the volume
+            _share(
                 "csi",
-                {},
-                False,
-                source={"driver": "file.csi.azure.com", "volumeAttributes": {"shareName": "d"}},
+                {
+                    "driver": "file.csi.azure.com",
+                    "readOnly": True,
+                    "nodePublishSecretRef": {"name": "azure-secret"},
+                    "volumeAttributes": {"shareName": "data", "secretName": "azure-secret"},
+                },
+                {"azurestorageaccountname": b"acct\n", "azurestorageaccountkey": b"k3y==\n"},
+            ),
+            {
+                "shareName": "data",
+                "storageAccountName": "acct",
+                "storageAccountKey": "k3y==",
+                "readOnly": True,
+            },
+        ),
+        (_share("csi", {"driver": "disk.csi.azure.com"}, STORAGE), "spec.volumes[0].csi.driver"),
+        (_share("azureFile", {"secretName": "azure-secret"}, STORAGE), "spec.volumes[0].azureFile.shareName"),
+        (_share("azureFile", {"shareName": "data"}), "spec.volumes[0].azureFile.secretName"),
+        (
+            _share("csi", {"driver": "file.csi.azure.com", "volumeAttributes": {"shareName": "d"}}),
+            "spec.volumes[0].csi.nodePublishSecretRef",
+        ),
+        (  # the core reads nodePublishSecretRef's Secret only: the key cannot be had
+            _share(
+                "csi",
+                {
+                    "driver": "file.csi.azure.com",
+                    "volumeAttributes": {"secretName": "azure-secret", "shareName": "d"},
+                },
             ),
             "spec.volumes[0].csi.volumeAttributes.secretName",
+        ),
+        (
+            _share(
+                "csi",
+                {
+                    "driver": "file.csi.azure.com",
+                    "nodePublishSecretRef": {"name": "azure-secret"},
+                    "volumeAttributes": {"secretName": "other", "shareName": "d"},
+                },
+                STORAGE,
+            ),
+            "spec.volumes[0].csi.volumeAttributes.secretName",
+        ),
+        (
+            _share(
+                "csi",
+                {
+                    "driver": "file.csi.azure.com",
+                    "nodePublishSecretRef": {"name": "azure-secret"},
+                    "volumeAttributes": {"secretNamespace": "infra", "shareName": "d"},
+                },
+                STORAGE,
+            ),
+            "spec.volumes[0].csi.volumeAttributes.secretNamespace",
         ),
     ],
 )
@@ -851,28 +862,30 @@ def test_azure_files(volume: ResolvedVolume, expected: Any) -> None:
     )
     if isinstance(expected, str):
         with _raises_invalid(expected):
-            _map_volumes(pod, volume, secrets=STORAGE)
+            _map_volumes(pod, volume)
         return
-    group, _ = _map_volumes(pod, volume, secrets=STORAGE)
+    group, warnings = _map_volumes(pod, volume)
+    assert warnings == []
     assert group.volumes[0].azure_file.serialize() == expected
     assert group.containers[0].volume_mounts[0].read_only is bool(expected.get("readOnly"))
     _validate(group)
+    assert "k3y" not in repr(volume)  # the key is in no repr of what the core hands over
 
 
 @pytest.mark.parametrize(
-    ("secrets", "problem"),
+    ("secret", "problem"),
     [
-        (None, 'secret "azure-secret" not found'),
-        ({("shop", "azure-secret"): {"azurestorageaccountname": b"a"}}, "has no azurestorageaccountkey"),
+        ({"azurestorageaccountname": b"a"}, 'secret "azure-secret" has no azurestorageaccountkey'),
+        ({"other": b"x"}, "has no azurestorageaccountname, azurestorageaccountkey"),
+        ({"azurestorageaccountname": b"a", "azurestorageaccountkey": b"\xff"}, "must be text"),
     ],
 )
-def test_azure_files_secret_missing_is_transient(secrets: Any, problem: str) -> None:
-    volume = ResolvedVolume(
-        "share", "azureFile", {}, False, source={"secretName": "azure-secret", "shareName": "data"}
-    )
+def test_azure_files_secret_without_the_keys_is_transient(secret: dict[str, bytes], problem: str) -> None:
+    volume = _share("azureFile", {"secretName": "azure-secret", "shareName": "data"}, secret)
     with pytest.raises(TransientError, match=problem) as caught:
-        _map_volumes(_volume_pod([{"name": "share", "azureFile": {}}], []), volume, secrets=secrets)
+        _map_volumes(_volume_pod([{"name": "share", "azureFile": {}}], []), volume)
     assert caught.value.reason == "FailedMount"
+    assert "\\xff" not in str(caught.value) and "b'a'" not in str(caught.value)
 
 
 def test_git_repo() -> None:
@@ -934,29 +947,6 @@ def test_windows_drops_the_service_account_token_and_refuses_other_volumes() -> 
             cache,
             config=windows,
         )
-
-
-def test_secret_references() -> None:
-    volumes = (
-        ResolvedVolume("a", "azureFile", {}, False, source={"secretName": "s1", "shareName": "x"}),
-        ResolvedVolume(
-            "b",
-            "csi",
-            {},
-            False,
-            source={
-                "driver": "file.csi.azure.com",
-                "volumeAttributes": {"secretName": "s2", "secretNamespace": "infra", "shareName": "y"},
-            },
-        ),
-        ResolvedVolume("c", "azureFile", {}, False, source={"secretName": "s1", "shareName": "z"}),
-        ResolvedVolume("d", "configMap", {}, False),
-    )
-    pod = _pod(
-        imagePullSecrets=[{"name": "acr"}, {"name": "ghcr"}], volumes=[{"name": v.name} for v in volumes]
-    )
-    refs = mapping.secret_references(_prepared(pod, *volumes))
-    assert refs == mapping.SecretReferences(("acr", "ghcr"), (("shop", "s1"), ("infra", "s2")))
 
 
 # --- SKU -------------------------------------------------------------------------------------------
@@ -1033,7 +1023,8 @@ FULL_POD: dict[str, Any] = {
                 "name": "share",
                 "csi": {
                     "driver": "file.csi.azure.com",
-                    "volumeAttributes": {"secretName": "azure-secret", "shareName": "data"},
+                    "nodePublishSecretRef": {"name": "azure-secret"},
+                    "volumeAttributes": {"shareName": "data"},
                 },
             },
         ],
@@ -1049,21 +1040,18 @@ def _full() -> PreparedPod:
                 "config", "configMap", {"conf/web.yaml": b"port: 8080"}, False, modes={"conf/web.yaml": 0o644}
             ),
             "cache": ResolvedVolume("cache", "emptyDir", {}, False, medium=""),
-            "share": ResolvedVolume("share", "csi", {}, False, source=FULL_POD["spec"]["volumes"][2]["csi"]),
+            "share": ResolvedVolume(
+                "share", "csi", {}, True, source=FULL_POD["spec"]["volumes"][2]["csi"], secret=STORAGE
+            ),
         },
         frozenset({("web", "DB_PASSWORD")}),
+        registry_credentials=(RegistryCredential("myacr.azurecr.io", "u", "p", secret="acr"),),
     )
 
 
 def test_container_group_end_to_end() -> None:
     config = _config(tags={"team": "platform"}, **CLUSTER_DNS)
-    group, warnings = mapping.container_group(
-        _full(),
-        config,
-        "vk-aci",
-        registry_credentials=[("myacr.azurecr.io", "u", "p")],
-        storage_secrets=STORAGE,
-    )
+    group, warnings = mapping.container_group(_full(), config, "vk-aci")
     assert warnings == []
     body = _validate(group)
     props = body["properties"]
@@ -1116,7 +1104,7 @@ def test_container_group_end_to_end() -> None:
 
 
 def test_private_group_in_the_subnet() -> None:
-    group, _ = mapping.container_group(_full(), _config(subnet_id=SUBNET), "vk", storage_secrets=STORAGE)
+    group, _ = mapping.container_group(_full(), _config(subnet_id=SUBNET), "vk")
     body = _validate(group)
     assert body["properties"]["subnetIds"] == [{"id": SUBNET}]
     assert body["properties"]["ipAddress"]["type"] == "Private"

@@ -196,32 +196,60 @@ async def test_exit_codes_restarts_and_provider_events(
         assert event["source"].get("host") == vn.name or event.get("reportingInstance") == vn.name
 
 
-@pytest.mark.xfail(
-    reason="issue 12: ACI's instanceView events should become Kubernetes Events once each; the core has "
-    "no way for a provider to post Events yet (providers/aci/provider.py, 'Mapping warnings')",
-    strict=False,
-)
 async def test_aci_instance_view_events_become_kubernetes_events_once(
     admin: Kube, namespace: str, aci_node: StartAci
 ) -> None:
     vn = await aci_node()
-    await running(admin, namespace, "evented", vn.name)
-    group_events: set[str] = set()
+    probe = {"tcpSocket": {"port": 80}, "periodSeconds": 5}
+    await running(admin, namespace, "evented", vn.name, containers=[sh("sleep 3600", livenessProbe=probe)])
+    await create_pod(admin, namespace, "crashy", vn.name, containers=[sh("echo boom; exit 2")])
 
-    async def posted() -> list[dict[str, Any]] | None:
-        events = [e for e in await events_for(admin, namespace, "evented") if e["reason"] in group_events]
-        return events or None
+    async def aci_reported(name: str, wanted: set[str]) -> set[str] | None:
+        pod = await admin.get(f"{pods_path(namespace)}/{name}")
+        group = await vn.arm.group_of(pod["metadata"]["uid"])
+        names = set()
+        for container in (group or {}).get("properties", {}).get("containers", []):
+            names |= {e["name"] for e in container["properties"]["instanceView"].get("events") or []}
+        return names if wanted <= names else None
 
-    pod = await admin.get(f"{pods_path(namespace)}/evented")
-    group = await vn.arm.group_of(pod["metadata"]["uid"])
-    assert group is not None
-    for container in group["properties"]["containers"]:
-        for event in container["properties"]["instanceView"].get("events") or []:
-            group_events.add(event["name"])
-    assert {"Pulling", "Pulled", "Started"} <= group_events, group_events  # what ACI reported
-    events = await eventually(posted, what="ACI's events as Kubernetes Events", timeout=15)
-    reasons = [e["reason"] for e in events]
-    assert len(reasons) == len(set(reasons)), reasons  # once each (repeats are counted, not re-posted)
+    async def posted(name: str, reasons: set[str]) -> dict[str, list[dict[str, Any]]] | None:
+        by_reason: dict[str, list[dict[str, Any]]] = {}
+        for event in await events_for(admin, namespace, name):
+            by_reason.setdefault(event["reason"], []).append(event)
+        return by_reason if reasons <= set(by_reason) else None
+
+    aci = await eventually(
+        lambda: aci_reported("evented", {"Pulling", "Pulled", "Started"}), what="ACI's events"
+    )
+    events = await eventually(
+        lambda: posted("evented", aci), what="ACI's events as Kubernetes Events", timeout=20
+    )
+    for reason in aci:
+        (event,) = events[reason]  # once each
+        assert event["type"] == "Normal" and event["message"].startswith("container app: "), event
+    (warning,) = events["UnsupportedProbe"]  # the probe ACI cannot run: a Warning naming it
+    assert warning["type"] == "Warning", warning
+    assert (
+        warning["message"].startswith("spec.containers[0].livenessProbe: ")
+        and "tcpSocket" in warning["message"]
+    )
+
+    # A container ACI restarts: its Started and BackOff repeat in ACI (count grows) and stay one
+    # Kubernetes Event each, whose count grows with them.
+    async def repeated() -> dict[str, list[dict[str, Any]]] | None:
+        by_reason = await posted("crashy", {"Started", "BackOff"})
+        if by_reason is None or any(e["count"] < 2 for e in by_reason["Started"] + by_reason["BackOff"]):
+            return None
+        return by_reason
+
+    crashy = await eventually(repeated, what="the restarts counted on one Event each", timeout=40)
+    for reason in ("Started", "BackOff", "Pulling", "Pulled"):
+        assert len(crashy.get(reason, [])) == 1, (reason, crashy.get(reason))
+    (backoff,) = crashy["BackOff"]
+    assert (
+        backoff["type"] == "Warning"
+        and backoff["message"] == "container app: Back-off restarting failed container"
+    )
 
 
 # -- kubectl logs, logs -f, exec, attach --------------------------------------------------------------
@@ -528,6 +556,80 @@ async def test_secret_env_value_is_sent_only_as_secure_value_and_logged_nowhere(
     assert secret_value not in vn.logs()
     events = await admin.get(f"/api/v1/namespaces/{namespace}/events")
     assert secret_value not in json.dumps(events)
+
+
+async def test_image_pull_secrets_and_azure_files_reach_aci_and_no_log(
+    admin: Kube, namespace: str, aci_node: StartAci
+) -> None:
+    vn = await aci_node("--log-level", "DEBUG")
+    password, key = f"pw-{uuid.uuid4().hex}", f"key-{uuid.uuid4().hex}=="
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    docker = {"auths": {"https://myacr.azurecr.io": {"username": "puller", "password": password}}}
+    await admin.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "metadata": {"name": "acr"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": b64(json.dumps(docker))},
+        },
+    )
+    await admin.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "metadata": {"name": "storage"},
+            "data": {"azurestorageaccountname": b64("acct"), "azurestorageaccountkey": b64(key)},
+        },
+    )
+    mount = {"name": "share", "mountPath": "/data"}
+    in_tree = {"name": "share", "azureFile": {"shareName": "data", "secretName": "storage", "readOnly": True}}
+    csi = {
+        "name": "share",
+        "csi": {
+            "driver": "file.csi.azure.com",
+            "nodePublishSecretRef": {"name": "storage"},
+            "volumeAttributes": {"shareName": "logs"},
+        },
+    }
+    for name, volume in (("files", in_tree), ("csi-files", csi)):
+        await create_pod(
+            admin,
+            namespace,
+            name,
+            vn.name,
+            imagePullSecrets=[{"name": "acr"}],
+            volumes=[volume],
+            containers=[sh("sleep 3600", image="myacr.azurecr.io/app:1", volumeMounts=[mount])],
+        )
+    for name, share, read_only in (("files", "data", True), ("csi-files", "logs", False)):
+        pod = await wait_phase(admin, namespace, name, "Running", timeout=40)
+        group = await vn.arm.group_of(pod["metadata"]["uid"])
+        assert group is not None
+        props = group["properties"]
+        # ARM never returns a password or a storage key: the rest shows they were sent.
+        assert props["imageRegistryCredentials"] == [{"server": "myacr.azurecr.io", "username": "puller"}], (
+            props
+        )
+        (volume,) = props["volumes"]
+        expected = {
+            "shareName": share,
+            "storageAccountName": "acct",
+            **({"readOnly": True} if read_only else {}),
+        }
+        assert volume == {"name": "share", "azureFile": expected}, volume
+        (container,) = props["containers"]
+        assert container["properties"]["volumeMounts"] == [
+            {"name": "share", "mountPath": "/data", "readOnly": read_only}
+        ]
+        assert password not in json.dumps(group) and key not in json.dumps(group)
+    await asyncio.sleep(0.5)  # let the log reach the file (unbuffered, but a write may be in flight)
+    logs = vn.logs()
+    assert f"{namespace}/files" in logs and f"{namespace}/csi-files" in logs  # the pods' log lines ...
+    assert password not in logs and key not in logs  # ... without the secrets
+    events = await admin.get(f"/api/v1/namespaces/{namespace}/events")
+    assert password not in json.dumps(events) and key not in json.dumps(events)
 
 
 # -- throttling -------------------------------------------------------------------------------------

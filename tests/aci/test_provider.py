@@ -21,16 +21,16 @@ from azure.core.pipeline.transport import HttpRequest
 from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 
 from providers.aci import AciConfig, AciProvider, naming
-from providers.aci.bulk import MAPPING_WARNINGS
 from providers.aci.errors import mapped
 from providers.aci.localarm import LocalArm
-from providers.aci.throttle import ArmRateGate, ArmRetryPolicy, CallBudget, retry_after_seconds
+from providers.aci.throttle import ArmRateGate, ArmRetryPolicy, CallBudget, TokenBucket, retry_after_seconds
 from vk_operator.provider import (
     AttachProvider,
     BulkStatusProvider,
     Closeable,
     ConfigurableProvider,
     ContainerPhase,
+    EventEmitter,
     ExecIO,
     ExecProvider,
     InvalidPodError,
@@ -44,6 +44,7 @@ from vk_operator.provider import (
     PodRef,
     PreparedPod,
     ProviderPodStatus,
+    RegistryCredential,
     ResolvedVolume,
     Startable,
     TerminalSize,
@@ -174,6 +175,7 @@ async def test_entry_point_and_capabilities(make: Factory) -> None:
         Pinger,
         VolumeTypesProvider,
         ConfigurableProvider,
+        EventEmitter,
     ):
         assert isinstance(provider, capability), capability.__name__
     assert {"azureFile", "csi:file.csi.azure.com", "gitRepo"} <= AciProvider.volume_types
@@ -571,11 +573,11 @@ async def test_what_aci_cannot_express_is_refused_before_any_call(localarm: Loca
         await provider.create_pod(args_only)
     assert invalid.value.field == "spec.containers[0].args"
     files = pod()
-    files.pod["spec"]["volumes"] = [{"name": "share", "azureFile": {"shareName": "s", "secretName": "key"}}]
-    volume = ResolvedVolume("share", "azureFile", {}, False, source={"shareName": "s", "secretName": "key"})
+    files.pod["spec"]["volumes"] = [{"name": "share", "azureFile": {"shareName": "s"}}]
+    volume = ResolvedVolume("share", "azureFile", {}, False, source={"shareName": "s"})
     with pytest.raises(InvalidPodError) as no_secret:
         await provider.create_pod(dataclasses.replace(files, volumes={"share": volume}))
-    assert no_secret.value.field == "spec.volumes[0]" and "default/key" in str(no_secret.value)
+    assert no_secret.value.field == "spec.volumes[0].azureFile.secretName"
     assert calls(localarm, "ContainerGroups_CreateOrUpdate") == 0
 
 
@@ -621,7 +623,104 @@ async def test_secret_env_is_sent_as_secure_value_and_never_logged(
     assert all(secret not in str(r.args) for r in caplog.records)
 
 
-async def test_mapping_warnings_are_logged_once_and_shown_as_a_condition(
+async def test_registry_logins_and_the_azure_files_key_reach_aci_and_no_log(
+    localarm: LocalArm, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure.core.pipeline.policies.http_logging_policy")
+    password, key = "pw-" + uuid.uuid4().hex, "key-" + uuid.uuid4().hex + "=="
+    provider = await make()
+    prepared = pod(volumeMounts=[{"name": "share", "mountPath": "/data"}])
+    prepared.pod["spec"]["imagePullSecrets"] = [{"name": "acr"}]
+    prepared.pod["spec"]["volumes"] = [
+        {"name": "share", "azureFile": {"shareName": "data", "secretName": "st"}}
+    ]
+    share = ResolvedVolume(
+        "share",
+        "azureFile",
+        {},
+        True,
+        source=prepared.pod["spec"]["volumes"][0]["azureFile"],
+        secret={"azurestorageaccountname": b"acct", "azurestorageaccountkey": key.encode()},
+    )
+    prepared = dataclasses.replace(
+        prepared,
+        volumes={"share": share},
+        registry_credentials=(RegistryCredential("myacr.azurecr.io", "puller", password, secret="acr"),),
+    )
+    await provider.create_pod(prepared)
+    await running(provider, prepared.ref)
+    props = stored(localarm, prepared.ref)["properties"]
+    assert props["imageRegistryCredentials"] == [
+        {"server": "myacr.azurecr.io", "username": "puller", "password": password}
+    ]
+    assert props["volumes"] == [
+        {
+            "name": "share",
+            "azureFile": {"shareName": "data", "storageAccountName": "acct", "storageAccountKey": key},
+        }
+    ]
+    shown = localarm.group_body(
+        SUBSCRIPTION, RESOURCE_GROUP, naming.container_group_name("default", prepared.ref.name)
+    )
+    assert (
+        shown is not None and password not in str(shown) and key not in str(shown)
+    )  # ARM never returns them
+    assert shown["properties"]["volumes"][0]["azureFile"]["shareName"] == "data"
+    await provider.get_pod_statuses()
+    await provider.delete_pod(prepared.ref)
+    assert any(r.name.startswith("azure") for r in caplog.records), "the test must see the SDK's logs"
+    for secret in (password, key):
+        assert secret not in caplog.text
+        assert all(secret not in str(r.args) for r in caplog.records)
+
+
+class Recorder:
+    """The core's PodEventRecorder, recording."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, bool]] = []  # (uid, reason, message, warning)
+
+    def record(self, ref: PodRef, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append((ref.uid, reason, message, warning))
+
+    def of(self, uid: str) -> list[tuple[str, str, bool]]:
+        return [(reason, message, warning) for who, reason, message, warning in self.events if who == uid]
+
+
+async def test_mapping_warnings_are_warning_events_once(
+    make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="providers.aci")
+    provider = await make(start=False)
+    recorder = Recorder()
+    provider.emit_events(recorder)
+    await provider.start()
+    prepared = pod(livenessProbe={"tcpSocket": {"port": 8080}}, readinessProbe={"grpc": {"port": 9090}})
+    await provider.create_pod(prepared)
+    await provider.create_pod(prepared)  # a retried create: told once
+    told = recorder.of(prepared.ref.uid)
+    warnings = [
+        (reason, message) for reason, message, warning in told if reason == "UnsupportedProbe" and warning
+    ]
+    assert warnings == [
+        (
+            "UnsupportedProbe",
+            "spec.containers[0].livenessProbe: ACI has exec and httpGet probes only: the tcpSocket "
+            "livenessProbe of container 'main' is not run",
+        ),
+        (
+            "UnsupportedProbe",
+            "spec.containers[0].readinessProbe: ACI has exec and httpGet probes only: the grpc "
+            "readinessProbe of container 'main' is not run",
+        ),
+    ]
+    assert not [r for r in caplog.records if "tcpSocket" in r.getMessage()]  # the core logs Events
+    status = await running(provider, prepared.ref)
+    assert status.conditions == ()  # no condition of ours: the Warning Events tell it
+
+
+async def test_mapping_warnings_are_logged_without_a_recorder(
     make: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="providers.aci")
@@ -631,11 +730,65 @@ async def test_mapping_warnings_are_logged_once_and_shown_as_a_condition(
     await provider.create_pod(prepared)
     logged = [r for r in caplog.records if "tcpSocket" in r.getMessage()]
     assert len(logged) == 1 and logged[0].levelno == logging.WARNING
-    status = await running(provider, prepared.ref)
-    (condition,) = [c for c in status.conditions if c.type == MAPPING_WARNINGS]
-    assert condition.status is False and "livenessProbe" in (condition.message or "")
-    bulk = (await provider.get_pod_statuses())[prepared.ref.uid]
-    assert any(c.type == MAPPING_WARNINGS for c in bulk.conditions)
+
+
+async def test_instance_view_events_are_told_once_and_repeats_counted(
+    localarm: LocalArm, make: Factory
+) -> None:
+    provider = await make(start=False, dns={"nameservers": ["10.0.0.10"]})  # no DNS warning
+    recorder = Recorder()
+    provider.emit_events(recorder)
+    await provider.start()
+    steady = pod()
+    crashing = pod(command=["sh", "-c", "echo boom; exit 2"])  # restartPolicy Always: restarts
+    for each in (steady, crashing):
+        await provider.create_pod(each)
+    await running(provider, steady.ref)
+
+    def restarted(got: dict[str, ProviderPodStatus]) -> bool:
+        status = got.get(crashing.ref.uid)
+        return status is not None and bool(status.containers) and status.containers[0].restart_count >= 2
+
+    await eventually(provider.get_pod_statuses, restarted, "the crashing pod restarted twice")
+    for _ in range(3):  # ACI returns every event in every GET: nothing new is told
+        await provider.get_pod_status(steady.ref)
+    told = recorder.of(steady.ref.uid)
+    assert [(reason, warning) for reason, _, warning in told] == [
+        ("Pulling", False),
+        ("Pulled", False),
+        ("Started", False),
+    ]
+    assert told[2][1] == "container main: Started container"
+    # The crashing container's Started and BackOff are recorded as often as ACI counted them (the
+    # core's correlator makes the repeats one Event with that count), never more.
+    group = localarm.group_body(
+        SUBSCRIPTION, RESOURCE_GROUP, naming.container_group_name("default", crashing.ref.name)
+    )
+    assert group is not None
+    await provider.get_pod_status(crashing.ref)
+    group = localarm.group_body(
+        SUBSCRIPTION, RESOURCE_GROUP, naming.container_group_name("default", crashing.ref.name)
+    )
+    assert group is not None
+    counts = {
+        e["name"]: e["count"]
+        for e in group["properties"]["containers"][0]["properties"]["instanceView"]["events"]
+    }
+    recorded = [reason for reason, _, _ in recorder.of(crashing.ref.uid)]
+    assert recorded.count("Started") <= counts["Started"] and recorded.count("Started") >= 3
+    assert recorded.count("BackOff") >= 2
+    assert ("BackOff", "container main: Back-off restarting failed container", True) in recorder.of(
+        crashing.ref.uid
+    )
+
+    # A new instance (a restart) does not tell again what happened before it started.
+    await provider.close()
+    again = await make(start=False)
+    second = Recorder()
+    again.emit_events(second)
+    await again.start()
+    await again.get_pod_status(steady.ref)
+    assert second.of(steady.ref.uid) == []
 
 
 # --- logs ---------------------------------------------------------------------------------------------
@@ -837,8 +990,7 @@ async def test_steady_state_bulk_status_makes_no_get_per_group(localarm: LocalAr
     assert calls(localarm, "ContainerGroups_Get") == 0
 
     provider.tracker.refresh_seconds = 0.0  # now every group is due for its slow refresh ...
-    # ... with room for the list, 10 GETs and the next list (refreshes never take the next list's room)
-    provider.budget.per_minute = provider.budget.spent_last_minute() + 12
+    provider.get_pace = TokenBucket(0, lambda: 10.0)  # ... with room for 10 GETs
     await provider.get_pod_statuses()
     assert calls(localarm, "ContainerGroups_Get") == 10
 
@@ -874,7 +1026,7 @@ async def test_a_running_job_is_read_at_every_poll_and_its_end_is_seen(
 
 async def test_the_budget_caps_status_reads_whatever_the_pod_count(localarm: LocalArm, make: Factory) -> None:
     localarm.knobs.update(throttling=False)
-    provider = await make(status_poll={"calls_per_minute": 12})
+    provider = await make(status_poll={"calls_per_minute": 12})  # 6 list and 6 GET calls a minute, 3 at once
     pods = [pod() for _ in range(30)]
     for each in pods:
         await provider.create_pod(each)
@@ -885,12 +1037,77 @@ async def test_the_budget_caps_status_reads_whatever_the_pod_count(localarm: Loc
 
     first = await provider.get_pod_statuses()
     assert set(first) == {p.ref.uid for p in pods}  # every pod is reported, read or not
-    assert reads() == 11  # the list and 10 GETs, keeping room for the next list
-    second = await provider.get_pod_statuses()
-    assert reads() == 12 and set(second) == set(first)  # the list alone
-    third = await provider.get_pod_statuses()  # no budget left: from the cache, no call at all
-    assert reads() == 12 and set(third) == set(first)
+    assert reads() == 4  # a list and the GETs' share at once (3)
+    for expected in (5, 6, 6):  # lists until their share at once (3) is spent; then the cache
+        polled = await provider.get_pod_statuses()
+        assert reads() == expected and set(polled) == set(first)
     assert provider.calls["status_from_cache"] == 1
+    assert provider.budget.spent_last_minute() == 6
+
+
+async def test_the_list_borrows_the_gets_share_unless_a_get_is_urgent(
+    localarm: LocalArm, make: Factory
+) -> None:
+    localarm.knobs.update(throttling=False)
+    provider = await make()
+    server = pod()
+    await provider.create_pod(server)
+    await running(provider, server.ref)
+    await provider.get_pod_statuses()
+    provider.list_pace = TokenBucket(0, lambda: 0.0)  # the lists' share is spent ...
+    provider.get_pace = TokenBucket(0, lambda: 5.0)  # ... the GETs' is not
+    localarm.calls.clear()
+    await provider.get_pod_statuses()  # nothing urgent to GET: the list borrows a GET's call
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == 1
+    assert calls(localarm, "ContainerGroups_Get") == 0 and provider.get_pace.available() == 4
+    job = pod(command=["sh", "-c", "sleep 3600"], restart="Never")
+    await provider.create_pod(job)  # a running Job: its GET is urgent, the list waits for its share
+    localarm.calls.clear()
+    await provider.get_pod_statuses()
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == 0
+    assert calls(localarm, "ContainerGroups_Get") >= 1
+
+
+async def test_list_pods_answers_from_a_fresh_list_and_counts_its_own(
+    localarm: LocalArm, make: Factory
+) -> None:
+    localarm.knobs.update(throttling=False)
+    provider = await make(status_poll={"calls_per_minute": 60})
+    pods = [pod() for _ in range(3)]
+    for each in pods:
+        await provider.create_pod(each)
+    assert {r.uid for r in await provider.list_pods()} == {p.ref.uid for p in pods}  # the first: a list
+    spent = provider.budget.spent_last_minute()
+    assert spent == 1 and calls(localarm, "ContainerGroups_ListByResourceGroup") == 2  # start() + this
+    await provider.get_pod_statuses()
+    listed = calls(localarm, "ContainerGroups_ListByResourceGroup")
+    extra = pod()
+    await provider.create_pod(extra)
+    refs = await provider.list_pods()  # the poll's list is fresh: no call, and what was created since
+    assert {r.uid for r in refs} == {p.ref.uid for p in [*pods, extra]}
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == listed
+    await provider.delete_pod(pods[0].ref)
+    assert pods[0].ref.uid not in {r.uid for r in await provider.list_pods()}
+    provider._listed_at = time.monotonic() - 60  # stale: a list again, in the budget
+    before = provider.budget.spent_last_minute()
+    assert len(await provider.list_pods()) == 3
+    assert calls(localarm, "ContainerGroups_ListByResourceGroup") == listed + 1
+    assert provider.budget.spent_last_minute() == before + 1
+
+
+def test_token_bucket_spreads_calls_over_the_minute() -> None:
+    now = [0.0]
+    bucket = TokenBucket(30, lambda: 15.0, clock=lambda: now[0])  # 30 a minute, 15 at once
+    assert bucket.available() == 15
+    bucket.spend(15)
+    assert bucket.available() == 0
+    now[0] = 10.0
+    assert bucket.available() == 5  # 0.5 a second
+    bucket.spend(8)  # a read that had to be made: paid back first
+    now[0] = 16.0
+    assert bucket.available() == 0
+    now[0] = 100.0
+    assert bucket.available() == 15  # never more than the capacity
 
 
 async def test_ping_and_capacity(localarm: LocalArm, make: Factory) -> None:
