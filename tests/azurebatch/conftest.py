@@ -63,5 +63,7 @@ def provider_config(batch: LocalBatch, **extra: Any) -> AzureBatchConfig:
 async def batch_client(localbatch: LocalBatch) -> AsyncIterator[BatchClient]:
     """The real SDK, signing with the service's key."""
     assert localbatch.base_url is not None
-    async with BatchClient(localbatch.base_url, AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY)) as client:
+    async with BatchClient(
+        localbatch.base_url, AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY)
+    ) as client:
         yield client

@@ -235,6 +235,7 @@ class Task:
     requeues: int = 0
     last_requeue: float | None = None
     ticks: int = 0
+    waiting_since: float = 0.0  # the last time it was active with no free slot
     files: dict[str, TaskFile] = field(default_factory=dict)
     etag: int = 1
     static: dict[str, Any] | None = None
@@ -410,12 +411,10 @@ class LocalBatch:
                 self.jobs[_key(job_id)] = Job(
                     job_id, {"id": job_id, "poolInfo": {"poolId": "pool-of-examples"}}, t
                 )
-        for task_body in (example["responses"].get("200", {}).get("body") or {}).get("value", []):
-            if op == "Tasks_ListTasks":
-                stored = Task(
-                    params["jobId"], {"id": task_body["id"], "commandLine": ""}, t, static=task_body
-                )
-                self.tasks[(_key(params["jobId"]), _key(task_body["id"]))] = stored
+        listed = example["responses"].get("200", {}).get("body") if op == "Tasks_ListTasks" else None
+        for task_body in (listed or {}).get("value", []):
+            stored = Task(params["jobId"], {"id": task_body["id"], "commandLine": ""}, t, static=task_body)
+            self.tasks[(_key(params["jobId"]), _key(task_body["id"]))] = stored
         if "filePath" in params:
             response = example["responses"]["200"]
             content = str(response.get("body", "")).encode()
@@ -487,14 +486,18 @@ class LocalBatch:
             job = self.jobs.get(_key(task.job))
             pool = self.pools.get(_key(job.pool_id)) if job is not None else None
             if task.state == "active":
-                if pool is None or pool.state != "active" or t - task.state_since < self.schedule_seconds:
-                    continue
-                free = [node for node, _ in pool.node_ids() if used[node] < pool.task_slots_per_node]
+                free = []
+                if pool is not None and pool.state == "active":
+                    free = [node for node, _ in pool.node_ids() if used[node] < pool.task_slots_per_node]
                 if not free:
+                    task.waiting_since = t  # scheduling starts once a slot is free
+                    continue
+                ready = max(task.state_since, task.waiting_since) + self.schedule_seconds
+                if t < ready:
                     continue
                 task.node = min(free, key=lambda n: used[n])
                 used[task.node] += 1
-                self._set_state(task, "preparing", task.state_since + self.schedule_seconds)
+                self._set_state(task, "preparing", ready)
             if task.state == "preparing" and t - task.state_since >= self.prepare_seconds:
                 start = task.state_since + self.prepare_seconds
                 self._set_state(task, "running", start)

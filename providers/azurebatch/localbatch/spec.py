@@ -10,7 +10,8 @@ The approach of ``providers.aci.localarm.spec``, copied (the two local servers s
   it is validated like any other property.
 - ``x-ms-secret``: never returned, so in responses such a property is not ``required``.
 - ``x-ms-enum`` with ``modelAsString: true`` is an extensible enum: any string is accepted. Without
-  it, or with ``modelAsString: false``, the enum is enforced (every Batch enum is closed).
+  it, or with ``modelAsString: false``, the enum is enforced. (Every enum of this document is
+  extensible: a service may add words, so a client must accept them.)
 - ``x-nullable: true`` adds ``null`` to the allowed types; without it ``null`` is not a value.
 - ``additionalProperties``: honoured where declared; where an object schema declares ``properties``
   and is silent about it, undeclared properties are rejected in both directions, as Azure's own
