@@ -44,8 +44,8 @@ def parse_time(value: Any) -> dt.datetime | None:
     text = value.replace("Z", "+00:00")
     main, dot, rest = text.partition(".")
     if dot:  # the service writes 7 fractional digits; Python reads at most 6
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{main}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
+        count = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{main}.{rest[:count][:6].ljust(6, '0')}{rest[count:]}"
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
