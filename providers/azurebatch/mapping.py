@@ -378,7 +378,8 @@ def _wrapper_request(prepared: PreparedPod, node_name: str, options: MappingOpti
         "LOGS=${AZ_BATCH_TASK_DIR:-.}",
         'cleanup() { docker rm -f $(docker ps -aq --filter "name=^$VK_POD-") >/dev/null 2>&1; }',
         "trap cleanup EXIT",
-        'docker run -d --ipc=shareable --name "$VK_POD-pause" registry.k8s.io/pause:3.10 >/dev/null || exit 125',
+        'docker run -d --ipc=shareable --name "$VK_POD-pause" registry.k8s.io/pause:3.10 >/dev/null'
+        " || exit 125",
         "status=0",
     ]
     for i, container in enumerate(spec.get("initContainers") or []):

@@ -361,7 +361,7 @@ def test_the_docker_wrapper_runs_init_then_app_containers_sharing_a_network() ->
     assert init < app
     assert "--gpus 1" in lines[app]
     assert all('--network=container:"$VK_POD"-pause' in lines[i] for i in (init, app))
-    side = next(line for line in lines if "'side car'" in line or "side car" in line and "docker run" in line)
+    side = next(line for line in lines if line.startswith("docker run") and "side car" in line)
     assert "-e 'A=1 2'" in side and "'echo '\"'\"'x y'\"'\"''" in side
     assert env[naming.ENV_CONTAINER] == "app,side car"
     assert re.search(r'docker wait "\$VK_POD-app"', script)
