@@ -311,7 +311,7 @@ def task_request(prepared: PreparedPod, node_name: str, options: MappingOptions)
     login = registry_for(image, prepared.registry_credentials)
     if login is not None:
         settings["registry"] = {
-            "registryServer": login.server,
+            "registryServer": login.server if "://" in login.server else f"https://{login.server}",  # a URI
             "username": login.username,
             "password": login.password,
         }

@@ -302,7 +302,7 @@ class AzureBatchProvider:
                 raise ThrottledError(
                     f"azurebatch: {what}: {status} {_message(e)}", retry_after=retry_after
                 ) from None
-            if status == 404 and _code(e) in NOT_FOUND_CODES:
+            if status == 404 and (_code(e) in NOT_FOUND_CODES or not _code(e)):  # HEAD: no body, no code
                 raise NotFoundError(f"azurebatch: {what}: {_code(e)}") from None
             if status == 409:
                 raise BatchConflict(f"azurebatch: {what}: {_code(e)}: {_message(e)}", _code(e)) from None

@@ -267,7 +267,7 @@ def test_gpu_workdir_deadline_retention_retries_and_identity() -> None:
     assert run_options[run_options.index("--workdir") + 1] == "/work dir"
     assert body["containerSettings"]["imageName"] == "myregistry.azurecr.io/train:1"
     assert body["containerSettings"]["registry"] == {
-        "registryServer": "myregistry.azurecr.io",
+        "registryServer": "https://myregistry.azurecr.io",  # the spec's format: uri
         "username": "acr",
         "password": "pw2",
     }

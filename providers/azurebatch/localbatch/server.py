@@ -50,6 +50,7 @@ from aiohttp import web
 from . import auth, odata
 from .spec import (
     READONLY_MARK,
+    SECRET_MARK,
     Operation,
     SpecDocument,
     coerce_parameter,
@@ -303,6 +304,7 @@ class LocalBatch:
         self._tokens_at = 0.0
         self.throttled = 0
         self._error_validator = self.spec.validator_for({"$ref": "#/definitions/BatchError"}, "response")
+        self._task_schema = compile_definition(self.spec.spec, "BatchTask", "response")
         self._handlers: dict[str, Callable[[Request], Awaitable[BatchResponse]]] = {
             "Pools_GetPool": self.get_pool,
             "Pools_ListPools": self.list_pools,
@@ -628,6 +630,13 @@ class LocalBatch:
         }
 
     def render_task(self, task: Task, request: Request) -> dict[str, Any]:
+        """The task as the service returns it: secrets (``x-ms-secret``: registry passwords) left out."""
+        rendered: dict[str, Any] = strip_marked(
+            self._render_task(task, request), self._task_schema, SECRET_MARK
+        )
+        return rendered
+
+    def _render_task(self, task: Task, request: Request) -> dict[str, Any]:
         if task.static is not None:
             return dict(task.static)
         wall = self.clock.wall

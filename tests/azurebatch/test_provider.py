@@ -1,0 +1,253 @@
+"""AzureBatchProvider against the in-process local Batch service: start-up checks, the job, idempotent
+creates, throttling (429/503 with Retry-After), the status budget, capacity and logs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import yaml
+
+from providers.azurebatch import AzureBatchConfig, AzureBatchProvider, naming
+from providers.azurebatch.localbatch import LocalBatch
+from tests.conftest import REPO, eventually
+from vk_operator.provider import (
+    LogEntry,
+    LogOptions,
+    PodPhase,
+    PreparedPod,
+    ProviderError,
+    RegistryCredential,
+    ThrottledError,
+)
+from vk_operator.provider.testing import minimal_pod
+
+from .conftest import POOL, provider_config
+
+NODE = "vk-batch-test"
+
+
+def pod(**env: str) -> PreparedPod:
+    prepared = minimal_pod(NODE)
+    manifest = copy.deepcopy(prepared.pod)
+    manifest["spec"]["restartPolicy"] = "Never"
+    manifest["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return dataclasses.replace(prepared, pod=manifest)
+
+
+@pytest.fixture
+async def provider(localbatch: LocalBatch, batch_key: str) -> AsyncIterator[AzureBatchProvider]:
+    started = AzureBatchProvider(provider_config(localbatch), NODE)
+    started.follow_interval = 0.05
+    await started.start()
+    yield started
+    await started.close()
+
+
+async def start_fails(batch: LocalBatch, **config: Any) -> str:
+    provider = AzureBatchProvider(provider_config(batch, **config), NODE)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.start()
+    finally:
+        await provider.close()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+async def test_start_up_fails_with_one_line_for_a_missing_or_inactive_pool(
+    localbatch: LocalBatch, batch_key: str
+) -> None:
+    assert "pool nowhere does not exist" in await start_fails(localbatch, pool_id="nowhere")
+    localbatch.set_pool(POOL, state="deleting")
+    assert f"pool {POOL} is deleting, not active" in await start_fails(localbatch)
+    localbatch.set_pool(POOL, state="active", vm_size="standard_unheard_of")
+    assert "set capacity.node_size" in await start_fails(localbatch)
+
+
+async def test_start_up_creates_the_nodes_job_once_and_refuses_another_nodes(
+    localbatch: LocalBatch, batch_key: str
+) -> None:
+    for _ in range(2):
+        provider = AzureBatchProvider(provider_config(localbatch), NODE)
+        await provider.start()
+        await provider.close()
+    assert localbatch.calls["Jobs_CreateJob 201"] == 1
+    job = localbatch.jobs[naming.job_id(NODE).lower()]
+    assert job.body["metadata"] == [{"name": naming.META_NODE, "value": NODE}]
+    assert job.body["poolInfo"] == {"poolId": POOL}
+    other = AzureBatchProvider(provider_config(localbatch, job_id=naming.job_id(NODE)), "another-node")
+    with pytest.raises(ProviderError, match="belongs to node 'vk-batch-test'"):
+        await other.start()
+    await other.close()
+
+
+async def test_a_missing_shared_key_fails_start_up(
+    localbatch: LocalBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VK_TEST_BATCH_KEY", raising=False)
+    assert "$VK_TEST_BATCH_KEY" in await start_fails(localbatch)
+
+
+async def test_create_is_idempotent_and_the_registry_password_is_never_returned(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    prepared = dataclasses.replace(
+        pod(), registry_credentials=(RegistryCredential("docker.io", "me", "s3cret-password"),)
+    )
+    await provider.create_pod(prepared)
+    await provider.create_pod(prepared)
+    assert localbatch.calls["Tasks_CreateTask 201"] == 1 and localbatch.calls["Tasks_CreateTask 409"] == 1
+    assert await provider.list_pods() == [prepared.ref]
+    (task,) = localbatch.tasks.values()
+    assert task.body["containerSettings"]["registry"]["password"] == "s3cret-password"  # what Batch got
+    async for listed in provider.client.list_tasks(provider.job_id):
+        assert "s3cret" not in str(listed.as_dict())  # what Batch returns
+
+
+async def test_a_503_with_retry_after_holds_back_every_call_until_then(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    await provider.create_pod(pod())
+    localbatch.inject_fault("Tasks_ListTasks", 503, "ServerBusy", headers={"Retry-After": "30"})
+    with pytest.raises(ThrottledError) as caught:
+        await provider.get_pod_statuses()
+    assert caught.value.retry_after == 30
+    before = sum(localbatch.calls.values())
+    with pytest.raises(ThrottledError):
+        await provider.list_pods()  # not sent: the account is throttled
+    assert sum(localbatch.calls.values()) == before
+
+
+async def test_a_429_from_the_rate_limit_is_a_throttled_error(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    localbatch.requests_per_second, localbatch.burst = 0.01, 1
+    localbatch._tokens = 0.0
+    with pytest.raises(ThrottledError) as caught:
+        await provider.list_pods()
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+    assert localbatch.throttled == 1  # one 429, not retried by the SDK
+
+
+async def test_bulk_status_stays_within_its_call_budget(localbatch: LocalBatch, batch_key: str) -> None:
+    provider = AzureBatchProvider(provider_config(localbatch, status_poll={"calls_per_minute": 2}), NODE)
+    await provider.start()
+    try:
+        prepared = pod()
+        await provider.create_pod(prepared)
+        for _ in range(5):
+            statuses = await provider.get_pod_statuses()
+            assert set(statuses) == {prepared.ref.uid}
+        assert localbatch.calls["Tasks_ListTasks 200"] == 2
+    finally:
+        await provider.close()
+
+
+async def test_status_carries_the_exit_code_and_the_node_ip(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    prepared = pod(LOCALBATCH_RUN_SECONDS="0.3", LOCALBATCH_EXIT_CODE="4")
+    await provider.create_pod(prepared)
+
+    async def running() -> Any:
+        status = await provider.get_pod_status(prepared.ref)
+        return status if status is not None and status.phase == PodPhase.RUNNING else None
+
+    status = await eventually(running, what="Running", timeout=20)
+    assert status.pod_ip and status.pod_ip.startswith("10.")
+
+    async def failed() -> Any:
+        status = await provider.get_pod_status(prepared.ref)
+        return status if status is not None and status.phase == PodPhase.FAILED else None
+
+    status = await eventually(failed, what="Failed", timeout=20)
+    assert status.containers[0].exit_code == 4
+
+
+async def test_capacity_follows_the_pool_and_modes(
+    localbatch: LocalBatch, provider: AzureBatchProvider, batch_key: str
+) -> None:
+    capacity = await provider.capacity()
+    assert (capacity.cpu, capacity.memory, capacity.pods, capacity.gpu) == ("12", str(224 * 2**30), "2", "2")
+    localbatch.set_pool(POOL, dedicated=4, low_priority=0, task_slots_per_node=2)
+    capacity = await provider.capacity()
+    assert (capacity.cpu, capacity.pods, capacity.gpu) == ("24", "8", "4")
+    assert await provider.node_conditions() == []
+    localbatch.set_pool(POOL, state="deleting")
+    await provider.capacity()
+    (condition,) = await provider.node_conditions()
+    assert condition["type"] == "BatchPoolReady" and condition["status"] == "False"
+    localbatch.set_pool(POOL, state="active", low_priority=3)
+    spot_free = AzureBatchProvider(
+        provider_config(
+            localbatch,
+            capacity={"count_low_priority": False, "node_size": {"cpu": "2", "memory": "1Gi", "gpu": 0}},
+        ),
+        NODE,
+    )
+    await spot_free.start()
+    try:
+        capacity = await spot_free.capacity()
+        assert (capacity.cpu, capacity.memory, capacity.gpu) == ("8", str(4 * 2**30), "0")
+    finally:
+        await spot_free.close()
+
+
+async def _collect(
+    provider: AzureBatchProvider, prepared: PreparedPod, options: LogOptions
+) -> list[LogEntry]:
+    return [e async for e in provider.container_logs(prepared.ref, "main", options)]
+
+
+async def test_logs_tail_stream_and_follow_until_the_task_ends(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    prepared = pod(
+        LOCALBATCH_STDOUT="a\nb\nc\n",
+        LOCALBATCH_STDERR="warn\n",
+        LOCALBATCH_TICKS="3",
+        LOCALBATCH_TICK_SECONDS="0.2",
+    )
+    await provider.create_pod(prepared)
+    with pytest.raises(KeyError):  # not started: no files yet
+        await _collect(provider, prepared, LogOptions())
+    followed = [e.text for e in await _collect(provider, prepared, LogOptions(follow=True, stream="Stdout"))]
+    assert followed == ["a", "b", "c", "tick 1", "tick 2", "tick 3"]
+    everything = await _collect(provider, prepared, LogOptions())
+    assert [(e.stream, e.text) for e in everything] == [
+        *[("Stdout", t) for t in ("a", "b", "c", "tick 1", "tick 2", "tick 3")],
+        ("Stderr", "warn"),
+    ]
+    tail = await _collect(provider, prepared, LogOptions(tail_lines=2, stream="Stdout"))
+    assert [e.text for e in tail] == ["tick 2", "tick 3"]
+    assert all(e.time <= dt.datetime.now(dt.UTC) for e in everything)
+
+
+def test_the_example_config_is_accepted() -> None:
+    data = yaml.safe_load((REPO / "examples" / "azurebatch-provider.yaml").read_text())
+    config = AzureBatchConfig.model_validate(data)
+    assert config.pool_id and config.account_endpoint.startswith("https://")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pool_id": "has space"},
+        {"account_endpoint": "myaccount.westeurope.batch.azure.com"},
+        {"credential": "password"},
+        {"max_task_retry_count": -2},
+        {"retention": "7 days"},
+        {"unknown": 1},
+        {"credential": "environment", "managed_identity_client_id": "00000000-0000-0000-0000-000000000000"},
+    ],
+)
+def test_bad_config_is_refused(change: dict[str, Any]) -> None:
+    base = {"account_endpoint": "https://acct.westeurope.batch.azure.com", "pool_id": "gpu"}
+    with pytest.raises(ValueError):
+        AzureBatchConfig.model_validate({**base, **change})
