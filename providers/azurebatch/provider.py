@@ -92,6 +92,7 @@ VM_SIZES: dict[str, NodeSize] = {
 }
 STATUS_SELECT = ["id", "state", "executionInfo", "nodeInfo", "environmentSettings", "containerSettings"]
 LIST_SELECT = ["id", "environmentSettings"]
+UNLIMITED_WALL_CLOCK = "P10675199DT2H48M5.4775807S"  # what Batch reports for no limit
 NOT_FOUND_CODES = frozenset({"TaskNotFound", "JobNotFound", "FileNotFound", "NodeNotFound"})
 
 
@@ -352,8 +353,23 @@ class AzureBatchProvider:
             raise InvalidPodError("spec", str(e)) from None
 
     async def update_pod(self, pod: PreparedPod) -> None:
-        raise PermanentError(
-            "azurebatch: a Batch task cannot change its image or limits in place", reason="NotUpdatable"
+        """A new activeDeadlineSeconds becomes the task's maxWallClockTime (Tasks_ReplaceTask: only
+        constraints can change); a new image cannot be applied to a task (PermanentError)."""
+        request = mapping.task_request(pod, self.node_name, self.options)
+        task = await self._get_task(pod.ref, ["id", "state", "environmentSettings", "containerSettings"])
+        if task is None:
+            raise NotFoundError(f"azurebatch: no task for pod {pod.ref.namespace}/{pod.ref.name}")
+        image = (task.get("containerSettings") or {}).get("imageName")
+        if image != (request.body.get("containerSettings") or {}).get("imageName"):
+            raise PermanentError(
+                "azurebatch: a Batch task cannot change its image: delete and recreate the pod",
+                reason="NotUpdatable",
+            )
+        constraints = dict(request.body["constraints"])
+        constraints.setdefault("maxWallClockTime", UNLIMITED_WALL_CLOCK)
+        replacement = models.BatchTask({"constraints": constraints})
+        await self._call(
+            "replace_task", lambda: self.client.replace_task(self.job_id, request.task_id, replacement)
         )
 
     async def delete_pod(self, ref: PodRef) -> None:

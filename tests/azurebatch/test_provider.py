@@ -18,6 +18,7 @@ from tests.conftest import REPO, eventually
 from vk_operator.provider import (
     LogEntry,
     LogOptions,
+    PermanentError,
     PodPhase,
     PreparedPod,
     ProviderError,
@@ -251,3 +252,19 @@ def test_bad_config_is_refused(change: dict[str, Any]) -> None:
     base = {"account_endpoint": "https://acct.westeurope.batch.azure.com", "pool_id": "gpu"}
     with pytest.raises(ValueError):
         AzureBatchConfig.model_validate({**base, **change})
+
+
+async def test_update_applies_a_new_deadline_and_refuses_a_new_image(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    prepared = pod()
+    await provider.create_pod(prepared)
+    manifest = copy.deepcopy(prepared.pod)
+    manifest["spec"]["activeDeadlineSeconds"] = 90
+    await provider.update_pod(dataclasses.replace(prepared, pod=manifest))
+    (task,) = localbatch.tasks.values()
+    assert task.body["constraints"]["maxWallClockTime"] == "PT90S"
+    assert localbatch.calls["Tasks_ReplaceTask 200"] == 1
+    manifest["spec"]["containers"][0]["image"] = "busybox:1.37"
+    with pytest.raises(PermanentError, match="cannot change its image"):
+        await provider.update_pod(dataclasses.replace(prepared, pod=manifest))

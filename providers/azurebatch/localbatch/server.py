@@ -320,6 +320,7 @@ class LocalBatch:
             "Tasks_ListTasks": self.list_tasks,
             "Tasks_GetTask": self.get_task,
             "Tasks_DeleteTask": self.delete_task,
+            "Tasks_ReplaceTask": self.replace_task,
             "Tasks_TerminateTask": self.terminate_task,
             "Tasks_ListTaskFiles": self.list_task_files,
             "Tasks_GetTaskFile": self.get_task_file,
@@ -932,6 +933,26 @@ class LocalBatch:
         return BatchResponse(
             200, body, self._entity_headers(f"0x{task.etag:015X}", self.clock.wall(task.state_since))
         )
+
+    async def replace_task(self, request: Request) -> BatchResponse:
+        """Only ``constraints`` can change (the other properties are read-only in the request)."""
+        task = self._task(request)
+        if task.state == "completed":
+            raise BatchError(409, "TaskCompleted", "The specified task is already completed.")
+        constraints = dict(request.body.get("constraints") or {})
+        wall = constraints.get("maxWallClockTime")
+        if wall is not None and duration_seconds(str(wall)) is None:
+            raise BatchError(
+                400,
+                "InvalidPropertyValue",
+                "The value provided for one of the properties is invalid.",
+                {"PropertyName": "constraints.maxWallClockTime"},
+            )
+        task.body["constraints"] = {**(task.body.get("constraints") or {}), **constraints}
+        task.etag += 1
+        headers = self._entity_headers(f"0x{task.etag:015X}", self.clock.wall(request.t))
+        headers["DataServiceId"] = self._url(request, f"/jobs/{task.job}/tasks/{task.id}")
+        return BatchResponse(200, None, headers)
 
     async def delete_task(self, request: Request) -> BatchResponse:
         task = self._task(request)
