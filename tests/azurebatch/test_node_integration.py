@@ -195,6 +195,12 @@ async def test_delete_terminates_and_removes_the_task(
     assert uid not in await vn.batch.tasks(vn.job_id)
     assert await vn.batch.calls("Tasks_TerminateTask", 204) == 1
     assert await vn.batch.calls("Tasks_DeleteTask", 200) == 1
+    # Two containers need the docker wrapper (off by default): the pod fails with a clear reason.
+    await create_pod(admin, namespace, "pair", vn.name, containers=[container("a"), container("b")])
+    failed = await wait_phase(admin, namespace, "pair", "Failed", timeout=40)
+    assert failed["status"].get("reason") == "MultiContainerPodUnsupported", failed["status"]
+    assert "docker_wrapper" in failed["status"].get("message", "")
+    assert await vn.batch.calls("Tasks_CreateTask") == 1  # the first pod's only
 
 
 async def test_restart_adopts_the_tasks_and_removes_orphans(

@@ -268,3 +268,30 @@ async def test_update_applies_a_new_deadline_and_refuses_a_new_image(
     manifest["spec"]["containers"][0]["image"] = "busybox:1.37"
     with pytest.raises(PermanentError, match="cannot change its image"):
         await provider.update_pod(dataclasses.replace(prepared, pod=manifest))
+
+
+async def test_a_wrapped_multi_container_pod_runs_as_one_task_with_every_container(
+    localbatch: LocalBatch, batch_key: str
+) -> None:
+    provider = AzureBatchProvider(provider_config(localbatch, multi_container="docker_wrapper"), NODE)
+    await provider.start()
+    try:
+        prepared = pod()
+        manifest = copy.deepcopy(prepared.pod)
+        manifest["spec"]["containers"].append(
+            {"name": "sidecar", "image": "busybox:1.36", "command": ["sleep", "1d"]}
+        )
+        wrapped = dataclasses.replace(prepared, pod=manifest)
+        await provider.create_pod(wrapped)
+
+        async def running() -> Any:
+            status = await provider.get_pod_status(wrapped.ref)
+            return status if status is not None and status.phase == PodPhase.RUNNING else None
+
+        status = await eventually(running, what="Running", timeout=20)
+        assert [c.name for c in status.containers] == ["main", "sidecar"]
+        (task,) = localbatch.tasks.values()
+        assert "containerSettings" not in task.body
+        assert task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+    finally:
+        await provider.close()
