@@ -13,6 +13,7 @@ ours and is left alone), and the core removes those without an API pod (orphans)
 
 **Status** comes in bulk: one paged ``list_tasks`` with ``$select`` per poll (``BulkStatusProvider``),
 within ``status_poll.calls_per_minute``; a poll that would exceed it answers from the last one.
+Between full lists, ``$filter`` asks only for the tasks that are not completed or just changed.
 Pod IPs are the nodes' IPs (``get_node``, cached ``node_ip_refresh_seconds``).
 
 **Throttling.** Batch answers 429 (or 503 when busy) with Retry-After. The SDK's retry policy is
@@ -27,6 +28,7 @@ pool's task slots per node for ``pods``. When the pool cannot be read, the last 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
@@ -92,6 +94,7 @@ VM_SIZES: dict[str, NodeSize] = {
 }
 STATUS_SELECT = ["id", "state", "executionInfo", "nodeInfo", "environmentSettings", "containerSettings"]
 LIST_SELECT = ["id", "environmentSettings"]
+FULL_LIST_EVERY = 10  # status polls between full lists (the others ask only for what changed)
 UNLIMITED_WALL_CLOCK = "P10675199DT2H48M5.4775807S"  # what Batch reports for no limit
 NOT_FOUND_CODES = frozenset({"TaskNotFound", "JobNotFound", "FileNotFound", "NodeNotFound"})
 
@@ -164,6 +167,9 @@ class AzureBatchProvider:
         self._pool_problem: str | None = None
         self._calls: list[float] = []  # monotonic times of recent status list pages
         self._last_statuses: dict[str, ProviderPodStatus] | None = None
+        self._completed: dict[str, ProviderPodStatus] = {}  # completed tasks' final statuses, by UID
+        self._since: dt.datetime | None = None  # when the last status poll started
+        self._polls = 0
         self.follow_interval = FOLLOW_INTERVAL
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -391,6 +397,7 @@ class AzureBatchProvider:
         self._drop_cached(ref.uid)
 
     def _drop_cached(self, uid: str) -> None:
+        self._completed.pop(uid, None)
         if self._last_statuses is not None:
             self._last_statuses.pop(uid, None)
 
@@ -417,9 +424,10 @@ class AzureBatchProvider:
         task = await self._get_task(ref, STATUS_SELECT)
         return None if task is None else await self._status_of(task)
 
-    async def _list_tasks(self, select: list[str]) -> list[dict[str, Any]]:
+    async def _list_tasks(self, select: list[str], odata_filter: str | None = None) -> list[dict[str, Any]]:
         async def listed() -> list[dict[str, Any]]:
-            return [t.as_dict() async for t in self.client.list_tasks(self.job_id, select=select)]
+            pages = self.client.list_tasks(self.job_id, select=select, filter=odata_filter)
+            return [t.as_dict() async for t in pages]
 
         return await self._call("list_tasks", listed)
 
@@ -432,19 +440,41 @@ class AzureBatchProvider:
         return refs
 
     async def get_pod_statuses(self) -> dict[str, ProviderPodStatus]:
-        """Every task's status from one paged list, within the call budget (else the last answer)."""
+        """Every task's status, within the call budget (else the last answer).
+
+        A completed task does not change: after a full list, a poll asks only for the tasks that are
+        not completed or changed state since the last poll (``$filter``, with a minute's margin for
+        clock skew), and keeps the completed ones it knows. Every :data:`FULL_LIST_EVERY` polls the
+        list is full again, which also drops completed tasks someone else deleted.
+        """
         now = time.monotonic()
         self._calls = [t for t in self._calls if now - t < 60.0]
         if self._last_statuses is not None and len(self._calls) >= self.config.status_poll.calls_per_minute:
             return dict(self._last_statuses)
-        self._calls.append(now)
-        statuses: dict[str, ProviderPodStatus] = {}
-        for task in await self._list_tasks(STATUS_SELECT):
+        started = dt.datetime.now(dt.UTC)
+        full = self._since is None or self._polls % FULL_LIST_EVERY == 0
+        odata_filter = None
+        if not full and self._since is not None:
+            since = (self._since - dt.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            odata_filter = f"state ne 'completed' or stateTransitionTime ge datetime'{since}'"
+        tasks = await self._list_tasks(STATUS_SELECT, odata_filter)
+        self._calls += [now] * max(1, -(-len(tasks) // 1000))  # one call per page of 1,000
+        self._polls += 1
+        fresh: dict[str, ProviderPodStatus] = {}
+        completed = {} if full else self._completed
+        for task in tasks:
             ref = batch_status.pod_ref(task)
-            if ref is not None and task.get("id", "").lower() == self._task_id(ref).lower():
-                statuses[ref.uid] = await self._status_of(task)
-        self._last_statuses = statuses
-        return dict(statuses)
+            if ref is None or task.get("id", "").lower() != self._task_id(ref).lower():
+                continue
+            fresh[ref.uid] = await self._status_of(task)
+            if batch_status._word(task.get("state")) == "completed":
+                completed[ref.uid] = fresh[ref.uid]
+            else:
+                completed.pop(ref.uid, None)
+        self._completed = completed
+        self._since = started
+        self._last_statuses = {**completed, **fresh}
+        return dict(self._last_statuses)
 
     # -- node ------------------------------------------------------------------------------------
     def _node_size(self, vm_size: str) -> NodeSize | None:

@@ -295,3 +295,40 @@ async def test_a_wrapped_multi_container_pod_runs_as_one_task_with_every_contain
         assert task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
     finally:
         await provider.close()
+
+
+async def test_bulk_status_lists_only_what_can_change_between_full_lists(
+    localbatch: LocalBatch, provider: AzureBatchProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done, running = pod(LOCALBATCH_RUN_SECONDS="0.1"), pod()
+    for prepared in (done, running):
+        await provider.create_pod(prepared)
+    listed: list[tuple[str | None, int]] = []
+    original = provider._list_tasks
+
+    async def recording(select: list[str], odata_filter: str | None = None) -> list[dict[str, Any]]:
+        tasks = await original(select, odata_filter)
+        listed.append((odata_filter, len(tasks)))
+        return tasks
+
+    monkeypatch.setattr(provider, "_list_tasks", recording)
+
+    async def settled() -> Any:
+        statuses = await provider.get_pod_statuses()
+        phases = {uid: s.phase for uid, s in statuses.items()}
+        wanted = {done.ref.uid: PodPhase.SUCCEEDED, running.ref.uid: PodPhase.RUNNING}
+        return statuses if phases == wanted else None
+
+    await eventually(settled, what="one Succeeded, one Running", timeout=20)
+    # As if the last poll was two minutes after the task ended (beyond the minute's margin), and not
+    # a full list's turn: the finished task is old news.
+    provider._since = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    provider._polls = 1
+    statuses = await provider.get_pod_statuses()
+    assert statuses[done.ref.uid].phase == PodPhase.SUCCEEDED  # kept from before
+    assert statuses[running.ref.uid].phase == PodPhase.RUNNING
+    odata_filter, count = listed[-1]
+    assert odata_filter is not None and "state ne 'completed'" in odata_filter
+    assert count == 1  # only the running task was listed
+    await provider.delete_pod(done.ref)
+    assert set(await provider.get_pod_statuses()) == {running.ref.uid}
