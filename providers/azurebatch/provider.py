@@ -53,6 +53,7 @@ from vk_operator.provider import (
     NodeCondition,
     NotFoundError,
     PermanentError,
+    PodEventRecorder,
     PodRef,
     PreparedPod,
     ProviderError,
@@ -170,6 +171,8 @@ class AzureBatchProvider:
         self._completed: dict[str, ProviderPodStatus] = {}  # completed tasks' final statuses, by UID
         self._since: dt.datetime | None = None  # when the last status poll started
         self._polls = 0
+        self._recorder: PodEventRecorder | None = None
+        self._counts: dict[str, tuple[int, int]] = {}  # pod UID -> (requeueCount, retryCount) last seen
         self.follow_interval = FOLLOW_INTERVAL
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -398,6 +401,7 @@ class AzureBatchProvider:
 
     def _drop_cached(self, uid: str) -> None:
         self._completed.pop(uid, None)
+        self._counts.pop(uid, None)
         if self._last_statuses is not None:
             self._last_statuses.pop(uid, None)
 
@@ -416,7 +420,41 @@ class AzureBatchProvider:
         self._node_ips[node_id] = (now, ip)
         return ip
 
+    def emit_events(self, recorder: PodEventRecorder) -> None:
+        self._recorder = recorder
+
+    def _note_counts(self, task: dict[str, Any]) -> None:
+        """Warning Events when Batch requeued (its node left the pool) or retried a pod's task.
+
+        The first sight of a task only records its counts: a restarted provider does not repeat them.
+        """
+        ref = batch_status.pod_ref(task)
+        execution = task.get("executionInfo") or {}
+        if ref is None or not execution:
+            return
+        counts = (int(execution.get("requeueCount") or 0), int(execution.get("retryCount") or 0))
+        seen = self._counts.get(ref.uid)
+        self._counts[ref.uid] = counts
+        if seen is None or self._recorder is None:
+            return
+        if counts[0] > seen[0]:
+            self._recorder.record(
+                ref,
+                "BatchTaskRequeued",
+                f"the task's node left pool {self.config.pool_id} (a low-priority/spot node preempted, or "
+                f"the pool shrank): it waits for another node (requeued {counts[0]} time(s))",
+                warning=True,
+            )
+        if counts[1] > seen[1]:
+            self._recorder.record(
+                ref,
+                "BatchTaskRetried",
+                f"the task failed and Batch ran it again (retry {counts[1]})",
+                warning=True,
+            )
+
     async def _status_of(self, task: dict[str, Any]) -> ProviderPodStatus:
+        self._note_counts(task)
         node = (task.get("nodeInfo") or {}).get("nodeId")
         return batch_status.pod_status(task, self.config.pool_id, await self._node_ip(node))
 

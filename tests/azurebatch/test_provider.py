@@ -332,3 +332,43 @@ async def test_bulk_status_lists_only_what_can_change_between_full_lists(
     assert count == 1  # only the running task was listed
     await provider.delete_pod(done.ref)
     assert set(await provider.get_pod_statuses()) == {running.ref.uid}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, bool]] = []
+
+    def record(self, ref: Any, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append((ref.uid, reason, message, warning))
+
+
+async def test_a_requeue_and_a_retry_are_warning_events_once(localbatch: LocalBatch, batch_key: str) -> None:
+    provider = AzureBatchProvider(provider_config(localbatch, max_task_retry_count=3), NODE)
+    recorder = Recorder()
+    provider.emit_events(recorder)
+    await provider.start()
+    try:
+        prepared = pod()
+        manifest = copy.deepcopy(prepared.pod)
+        manifest["spec"]["restartPolicy"] = "OnFailure"
+        prepared = dataclasses.replace(prepared, pod=manifest)
+        await provider.create_pod(prepared)
+
+        async def running() -> Any:
+            status = await provider.get_pod_status(prepared.ref)
+            return status if status is not None and status.phase == PodPhase.RUNNING else None
+
+        await eventually(running, what="Running", timeout=20)
+        (task,) = localbatch.tasks.values()
+        localbatch.set_pool(POOL, dedicated=0, low_priority=0)  # its node leaves: requeued
+        await provider.get_pod_statuses()
+        await provider.get_pod_statuses()
+        localbatch.set_pool(POOL, dedicated=1)
+        await eventually(running, what="Running again", timeout=20)
+        localbatch.complete_task(task.job, task.id, 2)  # fails: retried (OnFailure)
+        await provider.get_pod_status(prepared.ref)
+        reasons = [(reason, warning) for _, reason, _, warning in recorder.events]
+        assert reasons == [("BatchTaskRequeued", True), ("BatchTaskRetried", True)]
+        assert "pool gpu-pool" in recorder.events[0][2]
+    finally:
+        await provider.close()
