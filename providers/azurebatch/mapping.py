@@ -251,7 +251,7 @@ def _check_size(body: Mapping[str, Any], what: str) -> None:
         )
 
 
-def task_request(prepared: PreparedPod, node_name: str, options: MappingOptions) -> TaskRequest:
+def task_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequest:
     """The task for ``prepared`` (InvalidPodError/PermanentError for what Batch cannot run)."""
     pod = prepared.pod
     spec = pod.get("spec") or {}
@@ -268,7 +268,7 @@ def task_request(prepared: PreparedPod, node_name: str, options: MappingOptions)
                 "docker_wrapper` runs them under the node's Docker)",
                 reason=MULTI_CONTAINER_REASON,
             )
-        return _wrapper_request(prepared, node_name, options)
+        return _wrapper_request(prepared, options)
     container = containers[0]
     field = "spec.containers[0]"
     image = str(container.get("image") or "")
@@ -357,7 +357,7 @@ def _docker_run(container: Mapping[str, Any], field: str, network: str, gpus: in
     return [*argv, image, *(command[1:] if command else []), *[str(x) for x in container.get("args") or []]]
 
 
-def _wrapper_request(prepared: PreparedPod, node_name: str, options: MappingOptions) -> TaskRequest:
+def _wrapper_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequest:
     """Every container under the node's Docker, sharing a pause container's network (see the module)."""
     pod = prepared.pod
     spec = pod.get("spec") or {}

@@ -244,9 +244,9 @@ class AzureBatchProvider:
             raise ProviderError(
                 f"azurebatch: cannot reach {where}: {' '.join(str(e).split())[:200]}"
             ) from None
-        if batch_status._word(pool.state) != "active":
+        if batch_status.word(pool.state) != "active":
             raise ProviderError(
-                f"azurebatch: pool {self.config.pool_id} is {batch_status._word(pool.state)}, not active"
+                f"azurebatch: pool {self.config.pool_id} is {batch_status.word(pool.state)}, not active"
             )
         self._capacity = self._pool_capacity(pool)
         await self._ensure_job()
@@ -279,7 +279,7 @@ class AzureBatchProvider:
                 f"azurebatch: job {self.job_id} belongs to node {owner!r}, not {self.node_name!r} "
                 "(set job_id)"
             )
-        state = batch_status._word(job.state)
+        state = batch_status.word(job.state)
         if state != "active":
             raise ProviderError(f"azurebatch: job {self.job_id} is {state}, not active")
         pool_id = job.pool_info.pool_id if job.pool_info else None
@@ -343,7 +343,7 @@ class AzureBatchProvider:
 
     # -- pods ------------------------------------------------------------------------------------
     async def create_pod(self, pod: PreparedPod) -> None:
-        request = mapping.task_request(pod, self.node_name, self.options)
+        request = mapping.task_request(pod, self.options)
         try:
             await self._call(
                 "create_task",
@@ -364,7 +364,7 @@ class AzureBatchProvider:
     async def update_pod(self, pod: PreparedPod) -> None:
         """A new activeDeadlineSeconds becomes the task's maxWallClockTime (Tasks_ReplaceTask: only
         constraints can change); a new image cannot be applied to a task (PermanentError)."""
-        request = mapping.task_request(pod, self.node_name, self.options)
+        request = mapping.task_request(pod, self.options)
         task = await self._get_task(pod.ref, ["id", "state", "environmentSettings", "containerSettings"])
         if task is None:
             raise NotFoundError(f"azurebatch: no task for pod {pod.ref.namespace}/{pod.ref.name}")
@@ -387,7 +387,7 @@ class AzureBatchProvider:
         if task is None:
             return
         task_id = self._task_id(ref)
-        if batch_status._word(task.get("state")) != "completed":
+        if batch_status.word(task.get("state")) != "completed":
             try:
                 await self._call("terminate_task", lambda: self.client.terminate_task(self.job_id, task_id))
             except NotFoundError:
@@ -505,7 +505,7 @@ class AzureBatchProvider:
             if ref is None or task.get("id", "").lower() != self._task_id(ref).lower():
                 continue
             fresh[ref.uid] = await self._status_of(task)
-            if batch_status._word(task.get("state")) == "completed":
+            if batch_status.word(task.get("state")) == "completed":
                 completed[ref.uid] = fresh[ref.uid]
             else:
                 completed.pop(ref.uid, None)
@@ -548,7 +548,7 @@ class AzureBatchProvider:
         except (TransientError, PermanentError, NotFoundError) as e:
             self._pool_problem = str(e)
             return self._capacity
-        state = batch_status._word(pool.state)
+        state = batch_status.word(pool.state)
         self._pool_problem = None if state == "active" else f"pool {self.config.pool_id} is {state}"
         try:
             self._capacity = self._pool_capacity(pool)
@@ -607,7 +607,7 @@ class AzureBatchProvider:
 
         async def ended() -> bool:
             current = await self._get_task(ref, ["id", "state", "environmentSettings"])
-            return current is None or batch_status._word(current.get("state")) == "completed"
+            return current is None or batch_status.word(current.get("state")) == "completed"
 
         async for entry in read_logs(files, properties, read, ended, options, self.follow_interval):
             yield entry

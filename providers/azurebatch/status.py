@@ -70,13 +70,13 @@ def pod_ref(task: Mapping[str, Any]) -> PodRef | None:
     return PodRef(namespace, name, uid)
 
 
-def _word(value: Any) -> str:
+def word(value: Any) -> str:
     """An enum as its wire word (the SDK's enums are str subclasses; their str() is the class name)."""
     return str(getattr(value, "value", value) or "")
 
 
 def pod_status(task: Mapping[str, Any], pool_id: str, node_ip: str | None = None) -> ProviderPodStatus:
-    state = _word(task.get("state"))
+    state = word(task.get("state"))
     env = env_of(task)
     names = [n for n in env.get(naming.ENV_CONTAINER, "main").split(",") if n] or ["main"]
     image = env.get(naming.ENV_IMAGE) or str((task.get("containerSettings") or {}).get("imageName", ""))
@@ -131,7 +131,7 @@ def pod_status(task: Mapping[str, Any], pool_id: str, node_ip: str | None = None
     if state == "completed":
         failure: Mapping[str, Any] = execution.get("failureInfo") or {}
         exit_code = execution.get("exitCode")
-        result = _word(execution.get("result"))
+        result = word(execution.get("result"))
         failed = bool(failure) or result == "failure" or (exit_code not in (None, 0))
         code = int(exit_code) if exit_code is not None else (ENDED_EXIT_CODE if failed else 0)
         failure_code = str(failure.get("code") or "")

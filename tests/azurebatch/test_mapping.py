@@ -23,7 +23,6 @@ from vk_operator.provider import (
     ResolvedVolume,
 )
 
-NODE = "vk-batch"
 UID = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b"
 
 
@@ -101,9 +100,7 @@ def test_job_ids_are_valid_and_distinct(node: str) -> None:
 def test_command_and_args_are_quoted_words(
     container: dict[str, Any], command_line: str, entrypoint: str | None
 ) -> None:
-    request = task_request(
-        prepared({"name": "main", "image": "busybox", **container}), NODE, MappingOptions()
-    )
+    request = task_request(prepared({"name": "main", "image": "busybox", **container}), MappingOptions())
     body = request.body
     assert body["commandLine"] == command_line
     run_options = shlex.split(body["containerSettings"]["containerRunOptions"])
@@ -124,7 +121,7 @@ def test_a_command_line_over_the_limit_goes_in_the_environment_and_runs_unchange
         "image": "busybox",
         "command": ["sh", "-c", 'printf %s "$1" | wc -c', "sh", big],
     }
-    request = task_request(prepared(container), NODE, MappingOptions())
+    request = task_request(prepared(container), MappingOptions())
     body = request.body
     assert request.bootstrapped
     assert len(body["commandLine"]) < 1000
@@ -147,7 +144,7 @@ def test_a_command_line_over_the_limit_goes_in_the_environment_and_runs_unchange
 def test_a_task_over_the_request_limit_is_refused_naming_the_field() -> None:
     container = {"name": "main", "image": "busybox", "command": ["echo", "y" * (1024 * 1024)]}
     with pytest.raises(InvalidPodError) as caught:
-        task_request(prepared(container), NODE, MappingOptions())
+        task_request(prepared(container), MappingOptions())
     assert caught.value.field == "spec.containers[0].command"
 
 
@@ -168,7 +165,7 @@ def test_volume_files_are_written_by_the_bootstrap_with_their_modes(tmp_path: An
         ],
     }
     body = task_request(
-        prepared(container, volumes={"config": config, "scratch": scratch}), NODE, MappingOptions()
+        prepared(container, volumes={"config": config, "scratch": scratch}), MappingOptions()
     ).body
     out = subprocess.run(
         ["/bin/sh", *shlex.split(body["commandLine"])],
@@ -192,7 +189,7 @@ def test_files_need_a_command() -> None:
         "volumeMounts": [{"name": "config", "mountPath": "/etc/x"}],
     }
     with pytest.raises(InvalidPodError) as caught:
-        task_request(prepared(container, volumes={"config": config}), NODE, MappingOptions())
+        task_request(prepared(container, volumes={"config": config}), MappingOptions())
     assert caught.value.field == "spec.containers[0].command"
 
 
@@ -221,23 +218,21 @@ def test_secrets_are_refused_unless_allowed_and_the_token_volume_is_left_out() -
                 pod_volumes=[token_source],
                 secret_env=secret_env,
             ),
-            NODE,
             MappingOptions(),
         )
     assert caught.value.field == "spec.containers[0].env[0]"
     no_env = {**container, "env": []}
     request = task_request(
         prepared(no_env, volumes={"kube-api-access-x": token}, pod_volumes=[token_source]),
-        NODE,
         MappingOptions(),
     )
     assert not request.bootstrapped  # the token volume is not delivered
     with_secret = {**no_env, "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds"}]}
     with pytest.raises(InvalidPodError) as caught:
-        task_request(prepared(with_secret, volumes={"creds": secret}), NODE, MappingOptions())
+        task_request(prepared(with_secret, volumes={"creds": secret}), MappingOptions())
     assert caught.value.field == "spec.containers[0].volumeMounts[0].name"
     allowed = task_request(
-        prepared(with_secret, volumes={"creds": secret}), NODE, MappingOptions(secrets="task_environment")
+        prepared(with_secret, volumes={"creds": secret}), MappingOptions(secrets="task_environment")
     )
     assert allowed.bootstrapped
 
@@ -259,7 +254,6 @@ def test_gpu_workdir_deadline_retention_retries_and_identity() -> None:
     options = MappingOptions(max_task_retry_count=5, retention="PT6H")
     body = task_request(
         prepared(container, credentials=creds, activeDeadlineSeconds=600, restartPolicy="OnFailure"),
-        NODE,
         options,
     ).body
     run_options = shlex.split(body["containerSettings"]["containerRunOptions"])
@@ -317,13 +311,13 @@ def test_the_registry_of_an_image(image: str, server: str) -> None:
 def test_malformed_containers_name_the_field(change: dict[str, Any], field: str) -> None:
     container = {"name": "main", "image": "busybox", **change}
     with pytest.raises(InvalidPodError) as caught:
-        task_request(prepared(container), NODE, MappingOptions())
+        task_request(prepared(container), MappingOptions())
     assert caught.value.field == field
 
 
 def test_a_bad_deadline_names_the_field() -> None:
     with pytest.raises(InvalidPodError) as caught:
-        task_request(prepared(activeDeadlineSeconds=-1), NODE, MappingOptions())
+        task_request(prepared(activeDeadlineSeconds=-1), MappingOptions())
     assert caught.value.field == "spec.activeDeadlineSeconds"
 
 
@@ -331,11 +325,11 @@ def test_a_bad_deadline_names_the_field() -> None:
 def test_multi_container_pods_are_refused_with_a_permanent_reason_by_default() -> None:
     pod = prepared({"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"})
     with pytest.raises(PermanentError) as caught:
-        task_request(pod, NODE, MappingOptions())
+        task_request(pod, MappingOptions())
     assert caught.value.reason == mapping.MULTI_CONTAINER_REASON
     with_init = prepared(initContainers=[{"name": "init", "image": "busybox"}])
     with pytest.raises(PermanentError):
-        task_request(with_init, NODE, MappingOptions())
+        task_request(with_init, MappingOptions())
 
 
 def test_the_docker_wrapper_runs_init_then_app_containers_sharing_a_network() -> None:
@@ -349,7 +343,7 @@ def test_the_docker_wrapper_runs_init_then_app_containers_sharing_a_network() ->
         },
         initContainers=[{"name": "init", "image": "busybox", "command": ["true"]}],
     )
-    request = task_request(pod, NODE, MappingOptions(multi_container="docker_wrapper"))
+    request = task_request(pod, MappingOptions(multi_container="docker_wrapper"))
     body = request.body
     assert "containerSettings" not in body
     assert body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
@@ -373,5 +367,5 @@ def test_the_docker_wrapper_runs_init_then_app_containers_sharing_a_network() ->
 def test_mapping_does_not_change_the_pod() -> None:
     pod = prepared({"name": "main", "image": "busybox", "command": ["sh"], "args": ["-c", "true"]})
     before = copy.deepcopy(pod.pod)
-    task_request(pod, NODE, MappingOptions())
+    task_request(pod, MappingOptions())
     assert pod.pod == before
