@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -125,14 +124,15 @@ async def test_kubectl_logs_follow_streams_the_growing_stdout_and_ends(
     admin: Kube, namespace: str, batch_node: StartBatch, cluster: Cluster, kubectl_binary: str
 ) -> None:
     vn = await batch_node("--status-poll-slow", "3")
-    await create_pod(
+    # A task printing a line every 0.3 s until the test ends it (the service's admin endpoint).
+    pod = await create_pod(
         admin,
         namespace,
         "counter",
         vn.name,
         restartPolicy="Never",
         containers=[
-            container(LOCALBATCH_STDOUT="start\n", LOCALBATCH_TICKS="6", LOCALBATCH_TICK_SECONDS="0.7")
+            container(LOCALBATCH_STDOUT="start\n", LOCALBATCH_TICKS="100000", LOCALBATCH_TICK_SECONDS="0.3")
         ],
     )
     await wait_phase(admin, namespace, "counter", "Running", timeout=40)
@@ -148,23 +148,33 @@ async def test_kubectl_logs_follow_streams_the_growing_stdout_and_ends(
         stderr=asyncio.subprocess.PIPE,
     )
     assert follow.stdout is not None
-    arrivals: list[tuple[float, str]] = []
-    started = time.monotonic()
+    lines: list[str] = []
     try:
         async with asyncio.timeout(60):
-            while line := await follow.stdout.readline():
-                arrivals.append((time.monotonic() - started, line.decode().rstrip("\n")))
+            # The history first, then lines the task writes while it is followed: wait for the tick
+            # five beyond the first one read, which did not exist when the follow began.
+            while not lines or not lines[-1].startswith("tick "):
+                lines.append((await follow.stdout.readline()).decode().rstrip("\n"))
+            first = int(lines[-1].split()[1])
+            while lines[-1] != f"tick {first + 5}":
+                line = await follow.stdout.readline()
+                assert line, f"the follow ended early: {lines}"
+                lines.append(line.decode().rstrip("\n"))
+            task_id = naming.task_id(namespace, "counter", pod["metadata"]["uid"])
+            await vn.batch.admin("POST", f"jobs/{vn.job_id}/tasks/{task_id}/complete", {"exitCode": 0})
+            while line := await follow.stdout.readline():  # the rest, then the end of the stream
+                lines.append(line.decode().rstrip("\n"))
             await follow.wait()
     finally:
         if follow.returncode is None:
             follow.kill()
             await follow.wait()
     stderr = (await follow.stderr.read()).decode() if follow.stderr else ""
-    lines = [text for _, text in arrivals]
-    assert lines == ["start", *[f"tick {i}" for i in range(1, 7)]], (lines, stderr)
     assert follow.returncode == 0, stderr
-    # Streamed while growing: the last line came well after the first (not all at the end).
-    assert arrivals[-1][0] - arrivals[0][0] > 1.0, arrivals
+    assert lines[0] == "start"
+    assert lines[1:] == [f"tick {i}" for i in range(1, len(lines))], lines  # in order, none lost or doubled
+    await wait_phase(admin, namespace, "counter", "Succeeded", timeout=40)
+    last = lines[-1]
     # A finite read with a tail: the last two lines.
     tail = await asyncio.create_subprocess_exec(
         kubectl_binary,
@@ -177,7 +187,8 @@ async def test_kubectl_logs_follow_streams_the_growing_stdout_and_ends(
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await tail.communicate()
-    assert out.decode().splitlines() == ["tick 5", "tick 6"]
+    before_last = f"tick {int(last.split()[1]) - 1}"
+    assert out.decode().splitlines() == [before_last, last]
 
 
 async def test_delete_terminates_and_removes_the_task(
