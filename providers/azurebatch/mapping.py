@@ -28,8 +28,10 @@ says ``namespace/name``.
 task (no containerSettings, as the pool's admin auto-user) runs a script that starts a pause
 container, runs the init containers in order, then the app containers with ``--network
 container:<pause>`` and ``--ipc container:<pause>``, each container's output in
-``<container>.log`` in the task directory, and ends with the last non-zero exit code. Otherwise
-such a pod is refused with a permanent reason.
+``<container>.log`` in the task directory, and ends with the last non-zero exit code. The pod's
+volumes are directories under ``vk-volumes/`` of the task's working directory, bind-mounted into
+the containers that mount them (an emptyDir is shared, as on a kubelet). Otherwise such a pod is
+refused with a permanent reason.
 
 **Secrets.** Batch tasks have no secret settings: secret env vars and secret volume files would be
 readable by anyone who can read the job. They are refused unless ``secrets: task_environment``; the
@@ -41,6 +43,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import posixpath
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -170,9 +173,9 @@ def _container_files(
     return out
 
 
-def bootstrap_script(files: _Files, argv: Sequence[str]) -> str:
-    """The shell script that writes ``files`` and then runs ``argv`` (POSIX sh, base64 from coreutils)."""
-    lines = ["set -e"]
+def _file_lines(files: _Files) -> list[str]:
+    """Shell lines writing ``files`` (base64 from coreutils), their modes, and the directories."""
+    lines = []
     for directory in files.directories:
         lines.append(f"mkdir -p {shlex.quote(directory)}")
     for path, (content, mode) in sorted(files.files.items()):
@@ -181,7 +184,12 @@ def bootstrap_script(files: _Files, argv: Sequence[str]) -> str:
         lines.append(f"printf %s {shlex.quote(encoded)} | base64 -d > {shlex.quote(path)}")
         if mode is not None:
             lines.append(f"chmod {mode:o} {shlex.quote(path)}")
-    lines.append(f"exec {shlex.join(argv)}" if argv else "exit 0")
+    return lines
+
+
+def bootstrap_script(files: _Files, argv: Sequence[str]) -> str:
+    """The shell script that writes ``files`` and then runs ``argv`` (POSIX sh)."""
+    lines = ["set -e", *_file_lines(files), f"exec {shlex.join(argv)}" if argv else "exit 0"]
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +199,8 @@ def _boot_env(script: str) -> tuple[list[dict[str, str]], str]:
     chunks = [encoded[i : i + ENV_CHUNK] for i in range(0, len(encoded), ENV_CHUNK)] or [""]
     env = [{"name": f"{ENV_BOOT}{i}", "value": chunk} for i, chunk in enumerate(chunks)]
     joined = "".join(f"${{{ENV_BOOT}{i}}}" for i in range(len(chunks)))
-    command = f'printf %s "{joined}" | base64 -d > /tmp/vk-boot.sh && exec /bin/sh /tmp/vk-boot.sh'
+    # mktemp: tasks of one node share its /tmp in the wrapper mode (a container has its own).
+    command = f'boot=$(mktemp) && printf %s "{joined}" | base64 -d > "$boot" && exec /bin/sh "$boot"'
     return env, shlex.join(["-c", command])
 
 
@@ -328,18 +337,45 @@ def task_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequest:
     return TaskRequest(body["id"], body, bootstrapped)
 
 
+_SCRIPT_VARIABLES = re.compile(r"(\$VK_POD|\$VK_VOLUMES)")
+
+
 def _sh_word(word: str) -> str:
-    """``word`` quoted for sh, except ``$VK_POD`` (the script's variable), which is expanded."""
-    return '"$VK_POD"'.join(shlex.quote(part) if part else "" for part in word.split("$VK_POD"))
+    """``word`` quoted for sh, except the script's variables ``$VK_POD``/``$VK_VOLUMES``, expanded."""
+    parts = _SCRIPT_VARIABLES.split(word)
+    return "".join(
+        f'"{part}"' if i % 2 else (shlex.quote(part) if part else "") for i, part in enumerate(parts)
+    )
 
 
 def _sh_join(argv: Sequence[str]) -> str:
     return " ".join(_sh_word(word) for word in argv)
 
 
-def _docker_run(container: Mapping[str, Any], field: str, network: str, gpus: int, detach: bool) -> list[str]:
+def _docker_run(
+    container: Mapping[str, Any],
+    field: str,
+    network: str,
+    gpus: int,
+    detach: bool,
+    volumes: Mapping[str, str | None],
+) -> list[str]:
+    """``volumes``: pod volume name -> its directory under ``$VK_VOLUMES`` (None: left out)."""
     argv = ["docker", "run", "--name", f"$VK_POD-{container['name']}", f"--network=container:{network}"]
     argv += [f"--ipc=container:{network}"]
+    for j, mount in enumerate(container.get("volumeMounts") or []):
+        name = str(mount.get("name", ""))
+        if name not in volumes:
+            raise InvalidPodError(f"{field}.volumeMounts[{j}].name", f"no volume {name!r} in spec.volumes")
+        host = volumes[name]
+        if host is None:
+            continue
+        path = str(mount.get("mountPath", ""))
+        if not path.startswith("/"):
+            raise InvalidPodError(f"{field}.volumeMounts[{j}].mountPath", f"{path!r} is not an absolute path")
+        sub = str(mount.get("subPath") or "")
+        source = f"$VK_VOLUMES/{host}" + (f"/{sub}" if sub else "")
+        argv += ["-v", f"{source}:{path}" + (":ro" if mount.get("readOnly") else "")]
     if detach:
         argv.append("-d")
     if gpus:
@@ -357,17 +393,43 @@ def _docker_run(container: Mapping[str, Any], field: str, network: str, gpus: in
     return [*argv, image, *(command[1:] if command else []), *[str(x) for x in container.get("args") or []]]
 
 
+def _wrapper_volumes(prepared: PreparedPod, options: MappingOptions) -> tuple[_Files, dict[str, str | None]]:
+    """The pod's volumes as directories under ``vk-volumes/`` of the task's working directory, shared by
+    its containers (emptyDir as on a kubelet), with their files; the token volume may be left out."""
+    files = _Files()
+    volumes: dict[str, str | None] = {}
+    for i, pod_volume in enumerate((prepared.pod.get("spec") or {}).get("volumes") or []):
+        name = str(pod_volume.get("name", ""))
+        if _is_token_volume(pod_volume) and not options.mount_service_account_token:
+            volumes[name] = None
+            continue
+        volume = prepared.volumes.get(name)
+        if volume is None:
+            raise InvalidPodError(f"spec.volumes[{i}]", f"volume {name!r} was not resolved")
+        if volume.sensitive and options.secrets == "refuse":
+            raise InvalidPodError(
+                f"spec.volumes[{i}]",
+                f"volume {name!r} holds secret data, and Batch tasks have no secret settings (the "
+                "provider's `secrets: task_environment` delivers it in the task's environment)",
+            )
+        if volume.kind not in ("emptyDir", "configMap", "secret", "projected", "downwardAPI"):
+            raise InvalidPodError(
+                f"spec.volumes[{i}]", f"volume type {volume.kind!r} is not supported by Batch"
+            )
+        directory = f"{len(volumes)}-{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}"
+        volumes[name] = directory
+        files.directories.append(f"vk-volumes/{directory}")
+        for rel, content in sorted(volume.files.items()):
+            files.files[f"vk-volumes/{directory}/{rel}"] = (content, volume.modes.get(rel))
+    return files, volumes
+
+
 def _wrapper_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequest:
     """Every container under the node's Docker, sharing a pause container's network (see the module)."""
     pod = prepared.pod
     spec = pod.get("spec") or {}
     ref = prepared.ref
-    if prepared.volumes and any(v.kind != "emptyDir" for v in prepared.volumes.values()):
-        names = sorted(n for n, v in prepared.volumes.items() if v.kind != "emptyDir" and not v.sensitive)
-        if names:
-            raise InvalidPodError(
-                "spec.volumes", f"volumes {names} with files are not supported for multi-container pods yet"
-            )
+    files, volumes = _wrapper_volumes(prepared, options)
     for kind in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(kind) or []):
             secret_vars = frozenset(v for c, v in prepared.secret_env if c == container.get("name"))
@@ -375,6 +437,10 @@ def _wrapper_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequ
     lines = [
         "set -u",
         f"VK_POD={shlex.quote(naming.task_id(ref.namespace, ref.name, ref.uid))}",
+        'VK_VOLUMES="$PWD/vk-volumes"',
+        "set -e",
+        *_file_lines(files),
+        "set +e",
         "LOGS=${AZ_BATCH_TASK_DIR:-.}",
         'cleanup() { docker rm -f $(docker ps -aq --filter "name=^$VK_POD-") >/dev/null 2>&1; }',
         "trap cleanup EXIT",
@@ -383,13 +449,13 @@ def _wrapper_request(prepared: PreparedPod, options: MappingOptions) -> TaskRequ
         "status=0",
     ]
     for i, container in enumerate(spec.get("initContainers") or []):
-        argv = _docker_run(container, f"spec.initContainers[{i}]", "$VK_POD-pause", 0, detach=False)
+        argv = _docker_run(container, f"spec.initContainers[{i}]", "$VK_POD-pause", 0, False, volumes)
         name = container["name"]
         lines.append(f'{_sh_join(argv)} > "$LOGS/{name}.log" 2>&1 || exit $?')
     names = []
     for i, container in enumerate(spec.get("containers") or []):
         field = f"spec.containers[{i}]"
-        argv = _docker_run(container, field, "$VK_POD-pause", _gpus(container, field), detach=True)
+        argv = _docker_run(container, field, "$VK_POD-pause", _gpus(container, field), True, volumes)
         name = container["name"]
         names.append(name)
         lines.append(f"{_sh_join(argv)} >/dev/null || exit 125")

@@ -369,3 +369,87 @@ def test_mapping_does_not_change_the_pod() -> None:
     before = copy.deepcopy(pod.pod)
     task_request(pod, MappingOptions())
     assert pod.pod == before
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$@" >> "$DOCKER_LOG"
+if [ "$1" = wait ]; then
+  case "$2" in *-app) echo "${FAKE_EXIT:-0}";; *) echo 0;; esac
+fi
+exit 0
+"""
+
+
+def test_the_docker_wrapper_shares_volumes_and_returns_the_last_failure(tmp_path: Any) -> None:
+    """The whole wrapper script run by /bin/sh, with a `docker` that records its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    work = tmp_path / "wd"
+    work.mkdir()
+    config = ResolvedVolume("config", "configMap", {"app.conf": b"a=1\n"}, False, modes={"app.conf": 0o640})
+    shared = ResolvedVolume("shared", "emptyDir", {}, False, medium="")
+    pod = prepared(
+        {
+            "name": "app",
+            "image": "nginx:1",
+            "volumeMounts": [
+                {"name": "shared", "mountPath": "/data"},
+                {"name": "config", "mountPath": "/etc/app", "readOnly": True},
+            ],
+        },
+        {
+            "name": "side",
+            "image": "busybox",
+            "command": ["sleep", "1d"],
+            "volumeMounts": [{"name": "shared", "mountPath": "/in"}],
+        },
+        initContainers=[
+            {
+                "name": "init",
+                "image": "busybox",
+                "command": ["true"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/out"}],
+            }
+        ],
+        volumes={"config": config, "shared": shared},
+        pod_volumes=[{"name": "shared", "emptyDir": {}}, {"name": "config", "configMap": {"name": "c"}}],
+    )
+    body = task_request(pod, MappingOptions(multi_container="docker_wrapper")).body
+    log = tmp_path / "docker.log"
+    env = {**env_of(body), "PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_LOG": str(log), "FAKE_EXIT": "3"}
+    argv = shlex.split(body["commandLine"])
+    out = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3, out.stderr  # the app container's exit code
+    assert (work / "vk-volumes/1-config/app.conf").read_text() == "a=1\n"
+    assert (work / "vk-volumes/1-config/app.conf").stat().st_mode & 0o777 == 0o640
+    assert (work / "vk-volumes/0-shared").is_dir()
+    calls = log.read_text().splitlines()
+    runs = [c for c in calls if c.startswith("run ")]
+    names = [r.split()[r.split().index("--name") + 1] for r in runs]
+    assert [n.rsplit("-", 1)[1] for n in names] == ["pause", "init", "app", "side"]
+    shared_dir = f"{work}/vk-volumes/0-shared"
+    assert f"-v {shared_dir}:/out" in runs[1]
+    assert f"-v {shared_dir}:/data -v {work}/vk-volumes/1-config:/etc/app:ro" in runs[2]
+    assert f"-v {shared_dir}:/in" in runs[3]
+
+
+def test_the_docker_wrapper_refuses_a_secret_volume_and_a_missing_mount() -> None:
+    secret = ResolvedVolume("creds", "secret", {"p": b"x"}, True)
+    pod = prepared(
+        {"name": "a", "image": "busybox"},
+        {"name": "b", "image": "busybox", "volumeMounts": [{"name": "creds", "mountPath": "/c"}]},
+        volumes={"creds": secret},
+        pod_volumes=[{"name": "creds", "secret": {"secretName": "s"}}],
+    )
+    with pytest.raises(InvalidPodError) as caught:
+        task_request(pod, MappingOptions(multi_container="docker_wrapper"))
+    assert caught.value.field == "spec.volumes[0]"
+    missing = prepared(
+        {"name": "a", "image": "busybox"},
+        {"name": "b", "image": "busybox", "volumeMounts": [{"name": "nope", "mountPath": "/c"}]},
+    )
+    with pytest.raises(InvalidPodError) as caught:
+        task_request(missing, MappingOptions(multi_container="docker_wrapper"))
+    assert caught.value.field == "spec.containers[1].volumeMounts[0].name"
