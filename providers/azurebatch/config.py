@@ -103,7 +103,9 @@ class AzureBatchConfig(_Model):
             description="The environment variable holding the account key (credential: shared_key).",
         )
     )
-    capacity: CapacityConfig = CapacityConfig()
+    capacity: CapacityConfig = pydantic.Field(
+        CapacityConfig(), description="What the node advertises: by default, the pool's current nodes."
+    )
     multi_container: Literal["refuse", "docker_wrapper"] = pydantic.Field(
         "refuse",
         description="Pods with several containers or init containers: 'refuse' fails them (permanent "
@@ -132,7 +134,7 @@ class AzureBatchConfig(_Model):
     retention: Annotated[str, pydantic.StringConstraints(pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$")] = (
         pydantic.Field("P1D", description="How long Batch keeps a finished task's files (ISO 8601 duration).")
     )
-    status_poll: StatusPolling = StatusPolling()
+    status_poll: StatusPolling = pydantic.Field(StatusPolling(), description="The read budget for pod status.")
     node_ip_refresh_seconds: float = pydantic.Field(
         300.0, gt=0, le=86400, description="How long a Batch node's IP address (the pod IP) is cached."
     )
