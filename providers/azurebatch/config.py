@@ -134,7 +134,9 @@ class AzureBatchConfig(_Model):
     retention: Annotated[str, pydantic.StringConstraints(pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$")] = (
         pydantic.Field("P1D", description="How long Batch keeps a finished task's files (ISO 8601 duration).")
     )
-    status_poll: StatusPolling = pydantic.Field(StatusPolling(), description="The read budget for pod status.")
+    status_poll: StatusPolling = pydantic.Field(
+        StatusPolling(), description="The read budget for pod status."
+    )
     node_ip_refresh_seconds: float = pydantic.Field(
         300.0, gt=0, le=86400, description="How long a Batch node's IP address (the pod IP) is cached."
     )
