@@ -166,6 +166,7 @@ class AzureBatchProvider:
         self._node_ips: dict[str, tuple[float, str | None]] = {}
         self._capacity = Capacity(cpu="0", memory="0", pods="0", gpu="0")
         self._pool_problem: str | None = None
+        self._pool_runs_containers = True  # the pool has a container configuration (read at start)
         self._calls: list[float] = []  # monotonic times of recent status list pages
         self._last_statuses: dict[str, ProviderPodStatus] | None = None
         self._completed: dict[str, ProviderPodStatus] = {}  # completed tasks' final statuses, by UID
@@ -249,6 +250,14 @@ class AzureBatchProvider:
                 f"azurebatch: pool {self.config.pool_id} is {batch_status.word(pool.state)}, not active"
             )
         self._capacity = self._pool_capacity(pool)
+        vm_config = pool.virtual_machine_configuration
+        self._pool_runs_containers = bool(vm_config and vm_config.container_configuration)
+        if not self._pool_runs_containers:
+            log.warning(
+                "azurebatch: pool %s has no container configuration: single-container pods will fail "
+                "(only multi_container: docker_wrapper tasks can run)",
+                self.config.pool_id,
+            )
         await self._ensure_job()
 
     async def _ensure_job(self) -> None:
@@ -344,11 +353,25 @@ class AzureBatchProvider:
     # -- pods ------------------------------------------------------------------------------------
     async def create_pod(self, pod: PreparedPod) -> None:
         request = mapping.task_request(pod, self.options)
-        try:
-            await self._call(
-                "create_task",
-                lambda: self.client.create_task(self.job_id, models.BatchTaskCreateOptions(request.body)),
+        if "containerSettings" in request.body and not self._pool_runs_containers:
+            raise PermanentError(
+                f"azurebatch: pool {self.config.pool_id} has no container configuration: it cannot run "
+                "container tasks",
+                reason="PoolWithoutContainers",
             )
+
+        async def create() -> None:
+            await self.client.create_task(self.job_id, models.BatchTaskCreateOptions(request.body))
+
+        try:
+            try:
+                await self._call("create_task", create)
+            except NotFoundError:  # the job was deleted under us: make it again, once
+                try:
+                    await self._ensure_job()
+                except ProviderError as e:
+                    raise TransientError(str(e), reason="BatchJobMissing") from None
+                await self._call("create_task", create)
         except BatchConflict as e:
             if e.code != "TaskExists":
                 raise

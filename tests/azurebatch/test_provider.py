@@ -372,3 +372,28 @@ async def test_a_requeue_and_a_retry_are_warning_events_once(localbatch: LocalBa
         assert "pool gpu-pool" in recorder.events[0][2]
     finally:
         await provider.close()
+
+
+async def test_a_job_deleted_under_the_provider_is_made_again_on_create(
+    localbatch: LocalBatch, provider: AzureBatchProvider
+) -> None:
+    localbatch.jobs.clear()
+    prepared = pod()
+    await provider.create_pod(prepared)
+    assert localbatch.calls["Tasks_CreateTask 404"] == 1 and localbatch.calls["Jobs_CreateJob 201"] == 2
+    assert await provider.list_pods() == [prepared.ref]
+
+
+async def test_a_pool_without_containers_fails_container_pods_permanently(
+    localbatch: LocalBatch, batch_key: str
+) -> None:
+    localbatch.set_pool(POOL, container_type=None)
+    provider = AzureBatchProvider(provider_config(localbatch), NODE)
+    await provider.start()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            await provider.create_pod(pod())
+        assert caught.value.reason == "PoolWithoutContainers"
+        assert localbatch.calls["Tasks_CreateTask 201"] == 0
+    finally:
+        await provider.close()
