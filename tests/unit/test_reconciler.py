@@ -777,6 +777,28 @@ async def test_bulk_status_polls_fast_while_pods_are_in_transition(make: Callabl
     assert bulk.interval() == 30.0
 
 
+@pytest.mark.parametrize(
+    ("restart_policy", "interval"), [("Never", 2.0), ("OnFailure", 2.0), ("Always", 30.0)]
+)
+async def test_bulk_status_polls_fast_while_a_job_pod_runs(
+    make: Callable[..., Harness], restart_policy: str, interval: float
+) -> None:
+    """ACI's bench: a Job's end waited up to the slow interval (30 s) once every pod was Running."""
+    h = make(bulk=True, status_poll_fast=2.0, status_poll_slow=30.0, status_poll_budget=60.0)
+    bulk = h.controller.bulk
+    assert bulk is not None
+    await h.start()
+    pod = manifest("job")
+    pod["spec"]["restartPolicy"] = restart_policy
+    h.kube.add(pod)
+    await h.settle()
+    h.clock.advance(1)
+    await bulk.poll_once()
+    await h.settle()
+    assert h.status("job")["phase"] == "Running"
+    assert bulk.interval() == interval
+
+
 @pytest.mark.parametrize("phase", ["Pending", "Running"])
 async def test_bulk_status_never_polls_beyond_its_budget(make: Callable[..., Harness], phase: str) -> None:
     h = make(bulk=True, status_poll_fast=0.1, status_poll_slow=0.5, status_poll_budget=30.0)

@@ -5,7 +5,8 @@ Per pod (``get_pod_status``): every in-provider pod is reconciled every ``interv
 Bulk (:class:`~vk_operator.provider.BulkStatusProvider`): one ``get_pod_statuses`` call reports
 on every pod; pods whose status changed are reconciled from it, with no call of their own. The
 poll runs every ``fast`` seconds while any pod is in transition (just created, Pending, stopping,
-or its reported phase differs from the API's) and every ``slow`` seconds when all are steady, and
+its reported phase differs from the API's, or it runs to an end of its own, as a Job's pod does) and
+every ``slow`` seconds when all are steady, and
 never more often than ``budget`` calls a minute: the call rate does not grow with the pod count.
 """
 
@@ -37,7 +38,15 @@ def _in_transition(record: PodRecord) -> bool:
     if not record.polled or record.terminating or record.phase in (None, "Pending"):
         return True
     reported = record.reported
-    return reported is None or reported.phase.value != record.phase
+    return reported is None or reported.phase.value != record.phase or _ends_by_itself(record)
+
+
+def _ends_by_itself(record: PodRecord) -> bool:
+    """A running pod that will end without being asked (a Job's: restartPolicy Never or OnFailure):
+    its end is news a Job controller waits for, not a steady state to check every ``slow`` seconds."""
+    pod = record.api_pod
+    policy = (pod.get("spec") or {}).get("restartPolicy", "Always") if pod is not None else "Always"
+    return record.phase == "Running" and policy != "Always"
 
 
 class BulkStatusPoller:
