@@ -188,6 +188,15 @@ def check_aci(docs: Docs) -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
+def check_azurebatch(docs: Docs) -> None:
+    assert "--provider=azurebatch" in args_of(docs)
+    assert provider_config(docs) == example("azurebatch-provider.yaml")
+    annotations = find(docs, "ServiceAccount")["metadata"]["annotations"]
+    assert annotations["azure.workload.identity/client-id"]
+    labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+
+
 def check_fargate(docs: Docs) -> None:
     assert "--provider=fargate" in args_of(docs)
     assert provider_config(docs) == example("fargate-provider.yaml")
@@ -242,6 +251,9 @@ CASES = [
     ),
     pytest.param(["-f", str(EXAMPLES / "values-mock.yaml")], check_mock, id="provider-mock"),
     pytest.param(["-f", str(EXAMPLES / "values-aci.yaml")], check_aci, id="provider-aci"),
+    pytest.param(
+        ["-f", str(EXAMPLES / "values-azurebatch.yaml")], check_azurebatch, id="provider-azurebatch"
+    ),
     pytest.param(sets({"removeNodeOnExit": "true"}), check_remove_node_on_exit, id="removeNodeOnExit"),
     pytest.param(
         sets(
