@@ -32,6 +32,7 @@ from vk_operator.provider import (
 PENDING_STATES = ("PROVISIONING", "PENDING", "ACTIVATING")
 RUNNING_STATES = ("RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING")
 STOPPED = "STOPPED"
+NEVER_RAN_EXIT_CODE = 128
 
 
 def _time(value: Any) -> datetime.datetime | None:
@@ -60,7 +61,8 @@ def init_containers(task: Mapping[str, Any]) -> tuple[str, ...]:
 def terminated_state(task: Mapping[str, Any], container: Mapping[str, Any]) -> TerminatedState:
     exit_code = container.get("exitCode")
     return TerminatedState(
-        exit_code=int(exit_code) if isinstance(exit_code, int) else 137,
+        # no exit code: the container never ran (image pull, dependency...): the runtime's 128
+        exit_code=int(exit_code) if isinstance(exit_code, int) else NEVER_RAN_EXIT_CODE,
         reason=_exit_reason(container),
         message=container.get("reason") or task.get("stoppedReason") or None,
         started_at=_time(task.get("startedAt")),
@@ -71,6 +73,8 @@ def terminated_state(task: Mapping[str, Any], container: Mapping[str, Any]) -> T
 
 def _exit_reason(container: Mapping[str, Any]) -> str:
     code = container.get("exitCode")
+    if code is None:
+        return "StartError"
     if code == 0:
         return "Completed"
     if code == 137:
@@ -179,21 +183,16 @@ def pod_status(
     if state in RUNNING_STATES:
         message = None if state == "RUNNING" else f"ECS task {state} (desired {task.get('desiredStatus')})"
         return ProviderPodStatus(PodPhase.RUNNING, message=message, **common)
-    by_name = {c.name: c for c in app_statuses}
-    exits = [f"{c.name}={c.exit_code}" for c in app_statuses if c.exit_code is not None]
-    succeeded = bool(essential) and all(
-        name in by_name and by_name[name].exit_code == 0 for name in essential
-    )
-    if succeeded:
+    # decided on ECS's own exit codes (a container that never ran has none)
+    raw = {str(c["name"]): c.get("exitCode") for c in reported if c["name"] not in inits}
+    exits = [f"{name}={code}" for name, code in raw.items() if isinstance(code, int)]
+    if essential and all(raw.get(name) == 0 for name in essential):
         return ProviderPodStatus(
             PodPhase.SUCCEEDED, reason="Completed", message=_stop_summary(task, exits), **common
         )
-    missing = [name for name in essential if name not in by_name or by_name[name].exit_code is None]
-    reason = (
-        "Error"
-        if any(c.exit_code not in (None, 0) for c in app_statuses)
-        else str(task.get("stopCode") or "TaskStopped")
-    )
+    missing = [name for name in essential if not isinstance(raw.get(name), int)]
+    failed = any(isinstance(code, int) and code != 0 for code in raw.values())
+    reason = "Error" if failed else str(task.get("stopCode") or "TaskStopped")
     message = _stop_summary(task, exits)
     if missing:
         message += f"; no exit code reported for {', '.join(missing)}"
