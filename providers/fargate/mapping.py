@@ -436,7 +436,8 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
         )
     if spec.get("activeDeadlineSeconds"):
         _warn(warnings, "spec.activeDeadlineSeconds", "FieldNotSupported", "not enforced on Fargate")
-    digest = naming.content_hash({"node": node, **body})
+    # per node and cluster: each deregisters its own (task definitions are account-wide)
+    digest = naming.content_hash({"node": node, "cluster": config.cluster_name, **body})
     init_tag = ",".join(init_names)
     if len(init_tag) > naming.MAX_VALUE:
         raise InvalidPodError("spec.initContainers", "the init container names take more than 256 characters")

@@ -111,6 +111,13 @@ def _stamp(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def _in_transition(task: Mapping[str, Any]) -> bool:
+    """A task (or one of its containers) on its way to RUNNING or STOPPED: read it again soon."""
+    if task.get("lastStatus") in TRANSITIONAL:
+        return True
+    return any(c.get("lastStatus") not in ("RUNNING", "STOPPED") for c in task.get("containers") or [])
+
+
 def _chunks(items: Sequence[str], size: int = PAGE) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -156,7 +163,7 @@ class FargateProvider:
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session(region_name=self.config.region)
         botocore_config = AioConfig(
-            retries={"max_attempts": self.config.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": self.config.max_attempts, "mode": "standard"},  # with the first
             connect_timeout=10,
             read_timeout=30,
             max_pool_connections=32,
@@ -290,7 +297,7 @@ class FargateProvider:
             task = pod.tasks.get(arn) or {}
             moved = arn in stopped and task.get("desiredStatus") != "STOPPED"
             stale = now - pod.described_at.get(arn, 0.0) >= self.config.status_poll.refresh_seconds
-            if moved or stale or task.get("lastStatus") in TRANSITIONAL:
+            if moved or stale or _in_transition(task):
                 due.append(arn)
         if budgeted:
             room = max(self.budget.available(), 1) * PAGE

@@ -92,7 +92,7 @@ def session() -> aioboto3.Session:
     return aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
 
 
-CLIENT_CONFIG = Config(retries={"max_attempts": 1})  # moto's 500s are seen, not retried
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1})  # one attempt: moto's 500s are seen
 
 
 async def prepare_account(url: str, cluster: str) -> dict[str, Any]:
