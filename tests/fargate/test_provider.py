@@ -204,10 +204,10 @@ async def test_other_nodes_tasks_are_neither_listed_nor_stopped(
 
 async def test_steady_bulk_status_costs_list_pages_only(start: Start) -> None:
     provider = await start()
-    pods = [replica("node-a") for _ in range(150)]
+    pods = [replica("node-a") for _ in range(101)]
     await asyncio.gather(*(provider.create_pod(p) for p in pods))
     first = await provider.get_pod_statuses()
-    assert len(first) == 150
+    assert len(first) == 101
     before = dict(provider.calls)
     second = await provider.get_pod_statuses()
     assert {u: s.phase for u, s in second.items()} == {u: s.phase for u, s in first.items()}
@@ -276,9 +276,7 @@ async def test_logs_from_cloudwatch_with_tail_since_and_follow(
         seen: list[LogEntry] = []
 
         async def follow() -> None:
-            async for entry in provider.container_logs(
-                prepared.ref, "main", LogOptions(follow=True)
-            ):
+            async for entry in provider.container_logs(prepared.ref, "main", LogOptions(follow=True)):
                 seen.append(entry)
 
         following = asyncio.create_task(follow())
