@@ -60,7 +60,7 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO))
-from tests.fargate.moto_fixtures import CREDENTIALS, prepare_account
+from tests.fargate.moto_fixtures import CLIENT_CONFIG, CREDENTIALS, prepare_account, session
 
 _LISTENING = re.compile(r"moto listening on (http://\S+)")
 
@@ -129,6 +129,18 @@ class FargateVirtualKubelet(VirtualKubelet):
         self.argv[self.argv.index("--provider-config") + 1] = str(self.config_file)
 
 
+async def tasks_per_pod(url: str, cluster: str) -> dict[str, int]:
+    """RUNNING tasks by startedBy (the pod UID), read from moto's ECS: none may run twice."""
+    counts: dict[str, int] = {}
+    async with session().client("ecs", endpoint_url=url, config=CLIENT_CONFIG) as ecs:
+        arns = (await ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING"))["taskArns"]
+        for start in range(0, len(arns), 100):
+            described = await ecs.describe_tasks(cluster=cluster, tasks=arns[start : start + 100])
+            for task in described["tasks"]:
+                counts[task.get("startedBy", "")] = counts.get(task.get("startedBy", ""), 0) + 1
+    return counts
+
+
 def diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     keys = set(before) | set(after)
     changed = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
@@ -189,6 +201,7 @@ async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace:
             window = time.monotonic() - started
             vk.check_alive()
             await watch.stop()
+            per_pod = await tasks_per_pod(url, config["cluster"])
     finally:
         code = moto.stop()
     burst = diff(before, at_running)
@@ -202,6 +215,8 @@ async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace:
         "steady_per_min": {k: round(v * 60 / window, 1) for k, v in steady.items()},
         "steady_total_per_min": round(sum(steady.values()) * 60 / window, 1),
         "moto_exit": code,
+        "running_tasks": sum(per_pod.values()),
+        "pods_with_several_tasks": sum(1 for v in per_pod.values() if v > 1),
         **latencies,
     }
 
@@ -227,6 +242,8 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
         "burst_aws_calls": res["burst_calls"],
         "steady_aws_calls_per_min": res["steady_total_per_min"],
         "steady_aws_calls_per_min_by_op": res["steady_per_min"],
+        "running_tasks": res["running_tasks"],
+        "pods_with_several_tasks": res["pods_with_several_tasks"],
         "load_end": loadavg(),
     }
     table(
@@ -240,6 +257,10 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
             ),
             ("pods Failed", res["failed"]),
             ("task definitions registered", res["task_definitions_registered"]),
+            (
+                "RUNNING tasks / pods with more than one",
+                f"{res['running_tasks']} / {res['pods_with_several_tasks']}",
+            ),
             ("AWS calls during the burst", json.dumps(res["burst_calls"])),
             (f"steady AWS calls/min at {n} pods", res["steady_total_per_min"]),
             ("  by operation", json.dumps(res["steady_per_min"])),

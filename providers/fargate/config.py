@@ -124,8 +124,8 @@ class FargateConfig(_Model):
         3,
         ge=1,
         le=10,
-        description="botocore's attempts per call (standard retry mode: throttling and 5xx are retried "
-        "that many times, then reported; a throttle then holds back every call of the node).",
+        description="botocore's attempts per call, the first included (standard retry mode: throttles "
+        "and 5xx are retried until then; a throttle that remains holds back every call of the node).",
     )
     stop_timeout_seconds: float = pydantic.Field(
         120.0, gt=0, le=3600, description="How long delete_pod waits for a stopped task to reach STOPPED."

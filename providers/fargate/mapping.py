@@ -465,6 +465,8 @@ def run_task_request(
         "platformVersion": config.platform_version,
         "count": 1,
         "startedBy": ref.uid,
+        # ECS's idempotency token: a RunTask botocore retries (a timeout, a 5xx) starts no second task
+        "clientToken": ref.uid,
         "networkConfiguration": {
             "awsvpcConfiguration": {
                 "subnets": list(config.subnets),

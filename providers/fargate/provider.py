@@ -320,12 +320,14 @@ class FargateProvider:
         for warning in plan.warnings:
             self._event(ref, warning.reason, str(warning))
         restart_policy = str((pod.pod.get("spec") or {}).get("restartPolicy") or "Always")
+        # The lock makes concurrent replicas register once; the pod is counted as the family's user
+        # before it is released, so no deletion deregisters the definition under its RunTask.
         async with self._family_locks[plan.family]:
             definition_arn = await self._ensure_task_definition(plan)
-            request = mapping.run_task_request(pod, plan, definition_arn, self.config, self.node_name)
-            request["tags"].append({"key": naming.TAG_RESTART, "value": restart_policy})
             self.family_of[ref.uid] = plan.family
-            tasks = await self._run(request, ref)
+        request = mapping.run_task_request(pod, plan, definition_arn, self.config, self.node_name)
+        request["tags"].append({"key": naming.TAG_RESTART, "value": restart_policy})
+        tasks = await self._run(request, ref)
         record = self.pods.setdefault(ref.uid, PodTasks(ref))
         record.app_containers = tuple(
             str(c.get("name")) for c in (pod.pod.get("spec") or {}).get("containers") or []
@@ -597,6 +599,7 @@ class FargateProvider:
             "platformVersion": self.config.platform_version,
             "count": 1,
             "startedBy": pod.ref.uid,
+            "clientToken": f"{pod.ref.uid}-run-{len(pod.tasks) + 1}",  # one task per restart, retried or not
             "networkConfiguration": {
                 "awsvpcConfiguration": {
                     "subnets": list(self.config.subnets),

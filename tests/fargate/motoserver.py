@@ -139,6 +139,8 @@ class Driven:
                 except KeyError as exc:
                     return _json(start_response, "404 Not Found", {"error": str(exc)})
         operation = _operation(environ)
+        # One request at a time: moto's backends are plain dicts, not thread-safe (concurrent RunTasks
+        # broke iterations with "dictionary changed size", a 500 after the task was made).
         with _lock:
             calls[operation] += 1
             action = operation.partition(".")[2]
@@ -150,8 +152,7 @@ class Driven:
                     {"__type": "ThrottlingException", "message": "Rate exceeded"},
                 )
             _follow_tasks()
-        result = list(self.app(environ, start_response))
-        with _lock:
+            result = list(self.app(environ, start_response))
             _follow_tasks()
         return result
 

@@ -357,6 +357,7 @@ def test_run_task_request_has_ownership_tags_and_the_network() -> None:
         pod_in, result, "arn:td", CONFIG.model_copy(update={"tags": {"team": "a"}}), "node-a"
     )
     assert request["startedBy"] == "0d4b6c9e-0000-4000-8000-000000000001"
+    assert request["clientToken"] == "0d4b6c9e-0000-4000-8000-000000000001"  # a retried RunTask: one task
     assert request["launchType"] == "FARGATE" and request["taskDefinition"] == "arn:td"
     assert request["networkConfiguration"]["awsvpcConfiguration"] == {
         "subnets": ["subnet-0123456789abcdef0"],
