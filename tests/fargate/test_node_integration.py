@@ -375,3 +375,22 @@ async def test_kubectl_logs_follow_streams_cloudwatch_until_the_task_stops(
     stderr = (await follow.stderr.read()).decode() if follow.stderr else ""
     assert code == 0, stderr
     assert lines == ["first line", "second line"]
+
+
+async def test_throttling_slows_creates_but_loses_none(
+    admin: Kube, namespace: str, fargate_node: StartNode
+) -> None:
+    vn = await fargate_node("--retry-initial", "0.2", "--retry-cap", "1")
+    # driven: moto never throttles; the next 4 RunTasks answer AWS's ThrottlingException
+    await vn.moto.drive("throttle", {"operation": "RunTask", "count": 4})
+    names = [f"burst-{i}" for i in range(5)]
+    for name in names:
+        await create_pod(admin, namespace, name, vn.name)
+    for name in names:
+        await wait_phase(admin, namespace, name, "Running", timeout=60)
+    left = await vn.moto.drive("throttle", {"operation": "RunTask", "count": 0})
+    assert left["RunTask"] == 0  # every throttled answer was given, and taken as a retry
+    for name in names:
+        pod = await admin.get(f"{pods_path(namespace)}/{name}")
+        assert len(await vn.tasks(pod["metadata"]["uid"])) == 1  # one task each: nothing lost or doubled
+    assert "ThrottlingException" in vn.logs()

@@ -328,3 +328,17 @@ async def test_an_image_change_is_refused_permanently(start: Start) -> None:
         await provider.update_pod(PreparedPod(changed, {}, frozenset()))
     assert caught.value.permanent and caught.value.reason == "FargateImmutableTask"
     await provider.update_pod(prepared)  # nothing changed: accepted
+
+
+async def test_the_status_budget_holds_and_the_last_statuses_stand(start: Start) -> None:
+    provider = await start(status_poll={"calls_per_minute": 3, "refresh_seconds": 300})
+    pods = [replica("node-a") for _ in range(2)]
+    for prepared in pods:
+        await provider.create_pod(prepared)
+    first = await provider.get_pod_statuses()  # 2 ListTasks + 1 DescribeTasks: the budget is spent
+    lists = provider.calls["ListTasks"]
+    second = await provider.get_pod_statuses()
+    assert provider.calls["ListTasks"] == lists  # no call: over budget
+    assert provider.calls["status_from_cache"] == 1
+    assert {u: s.phase for u, s in second.items()} == {u: s.phase for u, s in first.items()}
+    assert set(second) == {p.ref.uid for p in pods}
