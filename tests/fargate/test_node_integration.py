@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.aci.node_fixtures import wait_node_ready
-from tests.conftest import VirtualKubeletProcess, eventually, pod_manifest, pod_phase, wait_phase
+from tests.conftest import VirtualKubeletProcess, eventually, pod_manifest, pod_phase, wait_event, wait_phase
 from tests.fargate.moto_fixtures import CLIENT_CONFIG, MotoProcess, session
 from vk_operator.devcluster.cluster import Cluster, free_port
 from vk_operator.kube import ApiError, Kube
@@ -219,7 +219,15 @@ async def test_exit_codes_map_and_delete_stops_the_task(
     admin: Kube, namespace: str, fargate_node: StartNode
 ) -> None:
     vn = await fargate_node()
-    fails = await running(admin, namespace, "fails", vn.name, restartPolicy="Never")
+    probed = {
+        "name": "app",
+        "image": "busybox:1.36",
+        "command": ["sleep", "3600"],
+        "livenessProbe": {"tcpSocket": {"port": 80}},
+    }
+    fails = await running(admin, namespace, "fails", vn.name, restartPolicy="Never", containers=[probed])
+    event = await wait_event(admin, namespace, "fails", "ProbeNotSupported", timeout=30)
+    assert event["type"] == "Warning" and "tcpSocket" in event["message"]
     completes = await running(admin, namespace, "completes", vn.name, restartPolicy="Never")
     for pod, code in ((fails, 3), (completes, 0)):
         (task,) = await vn.tasks(pod["metadata"]["uid"])

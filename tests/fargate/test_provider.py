@@ -167,6 +167,20 @@ async def test_an_exit_code_fails_a_never_pod_and_restarts_an_always_pod(
     await eventually(always_restarted, what="the Always pod's task run again", timeout=20)
     status = (await provider.get_pod_statuses())[always.ref.uid]
     assert status.containers[0].last_state is not None and status.containers[0].last_state.exit_code == 3
+    # kubectl logs --previous reads the earlier task's stream
+    first_task = provider.pods[always.ref.uid].ordered()[0]
+    stream = f"vk/main/{naming.task_id(first_task['taskArn'])}"
+    async with session().client(
+        "logs", endpoint_url=provider.config.endpoint_url, config=CLIENT_CONFIG
+    ) as logs:
+        await logs.create_log_stream(logGroupName="/virtual-kubelet/fargate", logStreamName=stream)
+        await logs.put_log_events(
+            logGroupName="/virtual-kubelet/fargate",
+            logStreamName=stream,
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": "before the crash"}],
+        )
+    previous = [e.text async for e in provider.container_logs(always.ref, "main", LogOptions(previous=True))]
+    assert previous == ["before the crash"]
     # a restarted virtual kubelet knows the restart count and that the pod is one pod
     again = await start()
     assert sorted(r.uid for r in await again.list_pods()) == sorted([never.ref.uid, always.ref.uid])
