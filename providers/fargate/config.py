@@ -59,6 +59,19 @@ class RunTaskRate(_Model):
     )
 
 
+class FileVolumes(_Model):
+    """How configMap, secret, projected and downwardAPI volumes reach a task (Fargate has no such
+    volumes): an init container the provider adds writes their files into task volumes before the
+    pod's containers start. Non-secret file contents travel base64-encoded in its environment (in the
+    task definition); secret ones in the pod's Secrets Manager entry (never in the task definition)."""
+
+    init_image: str = pydantic.Field(
+        min_length=1,
+        description="The image of the file-writing init container: it needs sh, mkdir, chmod and "
+        "base64 -d (busybox; on AWS e.g. public.ecr.aws/docker/library/busybox:stable).",
+    )
+
+
 class FargateConfig(_Model):
     """The Fargate provider's config. Unknown keys are errors."""
 
@@ -117,6 +130,11 @@ class FargateConfig(_Model):
         default_factory=dict,
         description="Tags added to every task, task definition and secret, after the ownership tags "
         "(vk-operator.node, .namespace, .name, .uid), which they may not replace.",
+    )
+    file_volumes: FileVolumes | None = pydantic.Field(
+        None,
+        description="Mount configMap/secret/projected/downwardAPI volumes through an init container "
+        "(see FileVolumes); without it a pod with such a volume fails, naming the volume.",
     )
     status_poll: StatusPolling = pydantic.Field(default_factory=StatusPolling)
     run_task_rate: RunTaskRate = pydantic.Field(default_factory=RunTaskRate)

@@ -12,7 +12,9 @@
   the previous one's SUCCESS, every app container on the last one's;
 - emptyDir -> a task volume; an EFS CSI volume (``csi:efs.csi.aws.com``) -> an EFS task volume;
 - the service-account token volume is skipped with a warning (tasks get no Kubernetes API
-  credentials); other configMap/secret/projected/downwardAPI volumes are refused, naming the volume;
+  credentials); other configMap/secret/projected/downwardAPI volumes are task volumes written by the
+  provider's init container ``vk-files`` (config ``file_volumes``; secret files from the pod's secret),
+  or refused naming the volume without that config;
 - exec probes -> the container's ECS ``healthCheck`` (liveness first, else readiness); other
   probes are warnings (posted as Warning Events by the provider).
 
@@ -25,8 +27,11 @@ its own Secrets Manager entry (an ARN per pod), so its task definition is its ow
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
+import posixpath
+import shlex
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -37,6 +42,8 @@ from providers.fargate.sizes import LARGEST, TaskSize, smallest_fitting
 from vk_operator.provider import InvalidPodError, PreparedPod, parse_quantity
 
 EFS_DRIVER = "efs.csi.aws.com"
+FILE_KINDS = ("configMap", "secret", "projected", "downwardAPI")
+FILES_MEMORY_MIB = 32  # the file-writing init container's memory limit
 VOLUME_TYPES = frozenset({f"csi:{EFS_DRIVER}"})
 MIB = 1024 * 1024
 MIN_CONTAINER_MEMORY = 6  # MiB: ECS refuses less
@@ -82,9 +89,32 @@ def secret_key(container: str, index: int) -> str:
     return f"{container}.{index}"
 
 
-def secret_values(prepared: PreparedPod) -> dict[str, str]:
-    """The Secret-valued env variables of every container, keyed by :func:`secret_key`."""
+def file_key(index: int) -> str:
+    """The key of a secret file (by its position in :func:`volume_files`) in the pod's secret."""
+    return f"file.{index}"
+
+
+def volume_files(prepared: PreparedPod) -> list[tuple[str, str, bytes, int, bool]]:
+    """(volume, path, content, mode, secret) of every file of the pod's file volumes, in order."""
+    files = []
+    for volume in (prepared.pod.get("spec") or {}).get("volumes") or []:
+        resolved = prepared.volumes.get(str(volume.get("name")))
+        if resolved is None or resolved.kind not in FILE_KINDS or _is_service_account_volume(volume):
+            continue
+        for path, content in sorted(resolved.files.items()):
+            mode = resolved.modes.get(path, 0o644)
+            files.append((resolved.name, path, content, mode, resolved.sensitive))
+    return files
+
+
+def secret_values(prepared: PreparedPod, with_files: bool = False) -> dict[str, str]:
+    """The Secret-valued env variables of every container, keyed by :func:`secret_key`, and with
+    ``with_files`` the secret volume files (base64), keyed by :func:`file_key`."""
     values: dict[str, str] = {}
+    if with_files:
+        for index, (_, _, content, _, secret) in enumerate(volume_files(prepared)):
+            if secret:
+                values[file_key(index)] = base64.b64encode(content).decode()
     spec = prepared.pod.get("spec") or {}
     for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         name = str(container.get("name"))
@@ -223,7 +253,9 @@ def port_mappings(container: Mapping[str, Any], field: str) -> list[dict[str, An
     return mappings
 
 
-def _volumes(prepared: PreparedPod, warnings: list[MappingWarning]) -> tuple[list[dict[str, Any]], set[str]]:
+def _volumes(
+    prepared: PreparedPod, warnings: list[MappingWarning], file_volumes: bool
+) -> tuple[list[dict[str, Any]], set[str]]:
     """The task volumes, and the pod volumes that are not mounted (skipped with a warning)."""
     volumes: list[dict[str, Any]] = []
     skipped: set[str] = set()
@@ -246,11 +278,13 @@ def _volumes(prepared: PreparedPod, warnings: list[MappingWarning]) -> tuple[lis
                 "ServiceAccountTokenNotMounted",
                 f"volume {name!r}: Fargate tasks get no Kubernetes API credentials (no token mounted)",
             )
+        elif file_volumes:
+            volumes.append({"name": name})  # written by the file-writing init container
         else:
             raise InvalidPodError(
                 field,
-                f"volume {name!r} ({resolved.kind}): this provider cannot mount configMap, secret, "
-                "projected or downwardAPI files into a Fargate task (see docs/fargate.md)",
+                f"volume {name!r} ({resolved.kind}): files of configMap, secret, projected and "
+                "downwardAPI volumes need the provider's file_volumes config (see docs/fargate.md)",
             )
     return volumes, skipped
 
@@ -372,16 +406,23 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
     if spec.get("hostNetwork"):
         raise InvalidPodError("spec.hostNetwork", "Fargate tasks have their own network interface (awsvpc)")
     size = task_size(pod)
-    volumes, skipped = _volumes(prepared, warnings)
+    volumes, skipped = _volumes(prepared, warnings, config.file_volumes is not None)
     known = {v["name"] for v in volumes}
     definitions: list[dict[str, Any]] = []
     init_names = [str(c.get("name")) for c in inits]
+    if naming.FILES_CONTAINER in init_names + [str(c.get("name")) for c in containers]:
+        raise InvalidPodError("spec.containers", f"the container name {naming.FILES_CONTAINER} is reserved")
+    files = volume_files(prepared) if config.file_volumes is not None else []
+    if files:
+        definitions.append(files_container(files, config, secret_arn))
+        init_names.insert(0, naming.FILES_CONTAINER)
+    offset = 1 if files else 0
     for i, container in enumerate(inits):
         field = f"spec.initContainers[{i}]"
         definition = container_definition(container, field, prepared, config, secret_arn, warnings)
         definition["essential"] = False
-        if i:
-            definition["dependsOn"] = [{"containerName": init_names[i - 1], "condition": "SUCCESS"}]
+        if i + offset:
+            definition["dependsOn"] = [{"containerName": init_names[i + offset - 1], "condition": "SUCCESS"}]
         definition["mountPoints"] = _mount_points(container, field, known, skipped)
         if container.get("restartPolicy") == "Always":
             _warn(
@@ -412,6 +453,7 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
         ],
         size.memory,
     )
+    memory[naming.FILES_CONTAINER] = FILES_MEMORY_MIB
     for definition in definitions:
         definition["memory"] = memory[definition["name"]]
     body: dict[str, Any] = {
@@ -438,10 +480,57 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
         _warn(warnings, "spec.activeDeadlineSeconds", "FieldNotSupported", "not enforced on Fargate")
     # per node and cluster: each deregisters its own (task definitions are account-wide)
     digest = naming.content_hash({"node": node, "cluster": config.cluster_name, **body})
-    init_tag = ",".join(init_names)
+    pod_inits = tuple(name for name in init_names if name != naming.FILES_CONTAINER)
+    init_tag = ",".join(pod_inits)
     if len(init_tag) > naming.MAX_VALUE:
         raise InvalidPodError("spec.initContainers", "the init container names take more than 256 characters")
-    return TaskPlan(body, digest, naming.family(node, digest), size, tuple(init_names), tuple(warnings))
+    return TaskPlan(body, digest, naming.family(node, digest), size, pod_inits, tuple(warnings))
+
+
+def files_container(
+    files: Sequence[tuple[str, str, bytes, int, bool]], config: FargateConfig, secret_arn: str | None
+) -> dict[str, Any]:
+    """The init container writing the file volumes: each file's content (base64) in a variable,
+    from the environment, or from the pod's secret for secret files."""
+    assert config.file_volumes is not None
+    script = ["set -e"]
+    environment, secrets = [], []
+    for index, (volume, path, content, mode, secret) in enumerate(files):
+        variable = f"VK_FILE_{index}"
+        target = posixpath.join(naming.FILES_ROOT, volume, path)
+        script.append(f"mkdir -p {shlex.quote(posixpath.dirname(target))}")
+        script.append(f'printf %s "${variable}" | base64 -d > {shlex.quote(target)}')
+        script.append(f"chmod {mode:o} {shlex.quote(target)}")
+        if secret:
+            if secret_arn is None:
+                raise InvalidPodError(f"spec.volumes[{volume}]", "a secret volume needs the pod's secret")
+            secrets.append({"name": variable, "valueFrom": f"{secret_arn}:{file_key(index)}::"})
+        else:
+            environment.append({"name": variable, "value": base64.b64encode(content).decode()})
+    volumes = sorted({volume for volume, *_ in files})
+    definition: dict[str, Any] = {
+        "name": naming.FILES_CONTAINER,
+        "image": config.file_volumes.init_image,
+        "essential": False,
+        "entryPoint": ["sh", "-c"],
+        "command": ["\n".join(script)],
+        "environment": environment,
+        "mountPoints": [
+            {"sourceVolume": v, "containerPath": posixpath.join(naming.FILES_ROOT, v), "readOnly": False}
+            for v in volumes
+        ],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": config.log_group,
+                "awslogs-region": config.region,
+                "awslogs-stream-prefix": config.log_stream_prefix,
+            },
+        },
+    }
+    if secrets:
+        definition["secrets"] = secrets
+    return definition
 
 
 def run_task_request(

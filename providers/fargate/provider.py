@@ -77,6 +77,7 @@ NO_EXEC = (
     "Fargate exec, attach and port-forward need ECS Exec, which speaks the SSM session protocol "
     "(Session Manager): this provider does not implement it, and no emulator here offers it"
 )
+PLACEHOLDER_ARN = "arn:aws:secretsmanager:region:000000000000:secret:placeholder"
 TRANSITIONAL = ("PROVISIONING", "PENDING", "ACTIVATING", "DEACTIVATING", "STOPPING", "DEPROVISIONING")
 
 
@@ -315,6 +316,8 @@ class FargateProvider:
         existing = await self._tasks_of(ref.uid)
         if existing:
             return  # created before (a retry after a timeout, or a restart): nothing to do
+        # refused before anything is made for it (the placeholder stands for the secret's ARN)
+        mapping.task_plan(pod, self.config, self.node_name, PLACEHOLDER_ARN)
         secret_arn = await self._ensure_secret(pod)
         plan = mapping.task_plan(pod, self.config, self.node_name, secret_arn)
         for warning in plan.warnings:
@@ -363,7 +366,7 @@ class FargateProvider:
 
     async def _ensure_secret(self, pod: PreparedPod) -> str | None:
         """The pod's Secrets Manager entry with its Secret-valued env, or None when it has none."""
-        values = mapping.secret_values(pod)
+        values = mapping.secret_values(pod, with_files=self.config.file_volumes is not None)
         if not values:
             return None
         ref = pod.ref

@@ -150,7 +150,10 @@ def pod_status(
     (else every reported container that is not an init container). ``restarts``: earlier tasks of
     the pod (oldest first); ``phase_override``: the provider's word while a restart is pending."""
     inits = init_containers(task)
-    reported = [c for c in task.get("containers") or [] if c.get("name")]
+    # the provider's own file-writing init container is not the pod's
+    reported = [
+        c for c in task.get("containers") or [] if c.get("name") not in (None, "", naming.FILES_CONTAINER)
+    ]
     previous = _previous_states(restarts)
     restart_count = len(restarts)
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from providers.fargate import FargateConfig, mapping, naming
+from providers.fargate.config import FileVolumes
 from providers.fargate.sizes import SIZES, TaskSize, smallest_fitting
 from vk_operator.provider import InvalidPodError, PreparedPod, ResolvedVolume
 
@@ -422,3 +423,42 @@ def test_bad_config_is_refused_naming_the_field(change: dict[str, Any], field: s
         FargateConfig.model_validate(base)
     if field is not None:
         assert field in str(caught.value)
+
+
+def test_file_volumes_are_written_by_an_init_container_secret_files_from_the_secret() -> None:
+    config = CONFIG.model_copy(update={"file_volumes": FileVolumes(init_image="busybox:1.36")})
+    body = pod(
+        {"name": "app", "image": "x", "volumeMounts": [{"name": "settings", "mountPath": "/etc/app"}]},
+        volumes=[
+            {"name": "settings", "configMap": {"name": "cm"}},
+            {"name": "creds", "secret": {"secretName": "s"}},
+        ],
+        initContainers=[{"name": "migrate", "image": "m"}],
+    )
+    volumes = {
+        "settings": ResolvedVolume(
+            "settings", "configMap", {"app.conf": b"level=debug\n"}, False, modes={"app.conf": 0o600}
+        ),
+        "creds": ResolvedVolume("creds", "secret", {"token": b"t0ps3cret"}, True),
+    }
+    pod_in = prepared(body, volumes=volumes)
+    assert mapping.secret_values(pod_in, with_files=True) == {"file.1": "dDBwczNjcmV0"}  # base64 of the token
+    result = mapping.task_plan(pod_in, config, "n", SECRET_ARN)
+    files, migrate, app = result.task_definition["containerDefinitions"]
+    assert files["name"] == "vk-files" and files["essential"] is False and files["image"] == "busybox:1.36"
+    assert files["environment"] == [{"name": "VK_FILE_0", "value": "bGV2ZWw9ZGVidWcK"}]
+    assert files["secrets"] == [{"name": "VK_FILE_1", "valueFrom": f"{SECRET_ARN}:file.1::"}]
+    script = files["command"][0]
+    assert 'printf %s "$VK_FILE_0" | base64 -d > /vk-files/settings/app.conf' in script
+    assert "chmod 600 /vk-files/settings/app.conf" in script
+    assert {m["sourceVolume"] for m in files["mountPoints"]} == {"settings", "creds"}
+    assert migrate["dependsOn"] == [{"containerName": "vk-files", "condition": "SUCCESS"}]
+    assert app["dependsOn"] == [{"containerName": "migrate", "condition": "SUCCESS"}]
+    assert app["mountPoints"] == [
+        {"sourceVolume": "settings", "containerPath": "/etc/app", "readOnly": False}
+    ]
+    assert {"name": "settings"} in result.task_definition["volumes"]
+    assert "t0ps3cret" not in json.dumps(result.task_definition) and "dDBwczNjcmV0" not in json.dumps(
+        result.task_definition
+    )
+    assert result.init_containers == ("migrate",)  # the provider's own is not the pod's

@@ -8,6 +8,7 @@ so; everything else is moto's own ECS, Secrets Manager and CloudWatch Logs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import json
@@ -25,11 +26,13 @@ from vk_operator.provider import (
     ContainerPhase,
     ExecError,
     ExecIO,
+    InvalidPodError,
     LogEntry,
     LogOptions,
     PodPhase,
     PreparedPod,
     ProviderError,
+    ResolvedVolume,
     ThrottledError,
 )
 from vk_operator.provider.testing import minimal_pod
@@ -356,3 +359,46 @@ async def test_the_status_budget_holds_and_the_last_statuses_stand(start: Start)
     assert provider.calls["status_from_cache"] == 1
     assert {u: s.phase for u, s in second.items()} == {u: s.phase for u, s in first.items()}
     assert set(second) == {p.ref.uid for p in pods}
+
+
+async def test_secret_volume_files_reach_the_task_through_the_pods_secret_only(
+    start: Start, fargate_config: dict[str, Any]
+) -> None:
+    provider = await start(file_volumes={"init_image": "busybox:1.36"})
+    value = f"token-{uuid.uuid4().hex}"
+    prepared = replica("node-a")
+    spec = prepared.pod["spec"]
+    spec["volumes"] = [
+        {"name": "creds", "secret": {"secretName": "s"}},
+        {"name": "cfg", "configMap": {"name": "c"}},
+    ]
+    spec["containers"][0]["volumeMounts"] = [{"name": "creds", "mountPath": "/creds"}]
+    volumes = {
+        "creds": ResolvedVolume("creds", "secret", {"token": value.encode()}, True),
+        "cfg": ResolvedVolume("cfg", "configMap", {"a.conf": b"x=1"}, False),
+    }
+    prepared = PreparedPod(prepared.pod, volumes, frozenset())
+    await provider.create_pod(prepared)
+    (definition,) = await active_definitions(fargate_config, provider.node_name)
+    assert [c["name"] for c in definition["containerDefinitions"]] == ["vk-files", "main"]
+    encoded = base64.b64encode(value.encode()).decode()
+    assert value not in json.dumps(definition) and encoded not in json.dumps(definition)
+    name = naming.secret_name("vk-operator", provider.node_name, prepared.ref.uid)
+    async with session().client(
+        "secretsmanager", endpoint_url=fargate_config["endpoint_url"], config=CLIENT_CONFIG
+    ) as secrets:
+        stored = json.loads((await secrets.get_secret_value(SecretId=name))["SecretString"])
+    assert base64.b64decode(stored["file.0"]).decode() == value
+    await provider.delete_pod(prepared.ref)
+
+
+async def test_a_file_volume_without_the_mechanism_fails_before_anything_is_made(start: Start) -> None:
+    provider = await start()
+    prepared = replica("node-a")
+    prepared.pod["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "c"}}]
+    prepared.pod["spec"]["containers"][0]["env"] = [{"name": "P", "value": "v"}]
+    volumes = {"cfg": ResolvedVolume("cfg", "configMap", {"a": b"1"}, False)}
+    with pytest.raises(InvalidPodError) as caught:
+        await provider.create_pod(PreparedPod(prepared.pod, volumes, frozenset({("main", "P")})))
+    assert caught.value.field == "spec.volumes[0]" and "file_volumes" in caught.value.message
+    assert provider.calls["CreateSecret"] == 0 and provider.calls["RunTask"] == 0

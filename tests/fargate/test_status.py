@@ -175,3 +175,9 @@ def test_a_task_waiting_to_run_again_is_crash_loop_back_off() -> None:
 
 def test_no_eni_no_ip() -> None:
     assert status.pod_status({"lastStatus": "PROVISIONING", "containers": []}).pod_ip is None
+
+
+def test_the_providers_file_writing_container_is_not_reported() -> None:
+    stopped = task("RUNNING", c("vk-files", "STOPPED", 0), c("app", "RUNNING"))
+    result = status.pod_status(stopped, ["app"])
+    assert [x.name for x in result.containers] == ["app"] and result.init_containers == ()
