@@ -10,6 +10,8 @@
 - ports -> ``portMappings``; awslogs -> the configured group, region and stream prefix;
 - containers are essential, init containers are not, and run first: each init container depends on
   the previous one's SUCCESS, every app container on the last one's;
+- imagePullSecrets -> ``repositoryCredentials`` of the containers pulling from that registry (the
+  login in a Secrets Manager entry of the pod's);
 - emptyDir -> a task volume; an EFS CSI volume (``csi:efs.csi.aws.com``) -> an EFS task volume;
 - the service-account token volume is skipped with a warning (tasks get no Kubernetes API
   credentials); other configMap/secret/projected/downwardAPI volumes are task volumes written by the
@@ -394,10 +396,17 @@ def container_definition(
     return definition
 
 
-def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_arn: str | None) -> TaskPlan:
+def task_plan(
+    prepared: PreparedPod,
+    config: FargateConfig,
+    node: str,
+    secret_arn: str | None,
+    registry_arns: Mapping[str, str] | None = None,
+) -> TaskPlan:
     """The pod's task definition (see the module docstring); InvalidPodError names what cannot be run."""
     pod = prepared.pod
     spec = pod.get("spec") or {}
+    registry_arns = registry_arns or {}
     warnings: list[MappingWarning] = []
     containers = list(spec.get("containers") or [])
     inits = list(spec.get("initContainers") or [])
@@ -468,14 +477,10 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
         body["executionRoleArn"] = config.execution_role_arn
     if config.task_role_arn:
         body["taskRoleArn"] = config.task_role_arn
-    if spec.get("imagePullSecrets"):
-        _warn(
-            warnings,
-            "spec.imagePullSecrets",
-            "ImagePullSecretsNotSupported",
-            "private registry logins are not passed to Fargate yet: the execution role pulls (ECR) or "
-            "the pull is anonymous",
-        )
+    for definition in definitions:
+        arn = registry_arns.get(image_registry(str(definition["image"])))
+        if arn is not None:
+            definition["repositoryCredentials"] = {"credentialsParameter": arn}
     if spec.get("activeDeadlineSeconds"):
         _warn(warnings, "spec.activeDeadlineSeconds", "FieldNotSupported", "not enforced on Fargate")
     # per node and cluster: each deregisters its own (task definitions are account-wide)
@@ -485,6 +490,24 @@ def task_plan(prepared: PreparedPod, config: FargateConfig, node: str, secret_ar
     if len(init_tag) > naming.MAX_VALUE:
         raise InvalidPodError("spec.initContainers", "the init container names take more than 256 characters")
     return TaskPlan(body, digest, naming.family(node, digest), size, pod_inits, tuple(warnings))
+
+
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
+def registry_server(server: str) -> str:
+    """A registry as a pull secret names it, normalised (Docker Hub has several names)."""
+    host = server.lower().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+    return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+
+
+def image_registry(image: str) -> str:
+    """The registry an image reference pulls from (``nginx`` and ``library/nginx``: Docker Hub)."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return registry_server(first)
+    return DOCKER_HUB
 
 
 def files_container(

@@ -88,6 +88,11 @@ def secret_name(prefix: str, node: str, uid: str) -> str:
     return f"{prefix}/{node}/{uid}"
 
 
+def registry_secret_name(prefix: str, node: str, uid: str, server: str) -> str:
+    """The entry of the pod's login to ``server`` (``:`` of a port is not allowed in names)."""
+    return f"{secret_name(prefix, node, uid)}/registry/{re.sub(r'[^A-Za-z0-9/_+=.@-]', '_', server)}"
+
+
 def task_id(task_arn: str) -> str:
     """The task's id, the last part of its ARN (both the long and the old ARN format)."""
     return task_arn.rsplit("/", 1)[-1]

@@ -319,7 +319,8 @@ class FargateProvider:
         # refused before anything is made for it (the placeholder stands for the secret's ARN)
         mapping.task_plan(pod, self.config, self.node_name, PLACEHOLDER_ARN)
         secret_arn = await self._ensure_secret(pod)
-        plan = mapping.task_plan(pod, self.config, self.node_name, secret_arn)
+        registries = await self._ensure_registry_secrets(pod)
+        plan = mapping.task_plan(pod, self.config, self.node_name, secret_arn, registries)
         for warning in plan.warnings:
             self._event(ref, warning.reason, str(warning))
         restart_policy = str((pod.pod.get("spec") or {}).get("restartPolicy") or "Always")
@@ -369,9 +370,24 @@ class FargateProvider:
         values = mapping.secret_values(pod, with_files=self.config.file_volumes is not None)
         if not values:
             return None
-        ref = pod.ref
-        name = naming.secret_name(self.config.secret_prefix, self.node_name, ref.uid)
-        body = json.dumps(values, sort_keys=True)
+        name = naming.secret_name(self.config.secret_prefix, self.node_name, pod.ref.uid)
+        return await self._put_secret(pod.ref, name, json.dumps(values, sort_keys=True), "env and files")
+
+    async def _ensure_registry_secrets(self, pod: PreparedPod) -> dict[str, str]:
+        """One entry per registry login of the pod's imagePullSecrets (ECS's repositoryCredentials
+        read ``{"username", "password"}``): registry -> ARN."""
+        arns: dict[str, str] = {}
+        for credential in pod.registry_credentials:
+            server = mapping.registry_server(credential.server)
+            if server in arns:
+                continue
+            name = naming.registry_secret_name(self.config.secret_prefix, self.node_name, pod.ref.uid, server)
+            body = json.dumps({"username": credential.username, "password": credential.password})
+            arns[server] = await self._put_secret(pod.ref, name, body, f"the login to {server}")
+        return arns
+
+    async def _put_secret(self, ref: PodRef, name: str, body: str, what: str) -> str:
+        """Create (or, when a retry finds it, update) the pod's entry ``name``; its ARN."""
         tags = {
             **self.config.tags,
             naming.TAG_NODE: self.node_name,
@@ -386,7 +402,7 @@ class FargateProvider:
                 "CreateSecret",
                 Name=name,
                 SecretString=body,
-                Description=f"env of pod {ref.namespace}/{ref.name} (virtual-kubelet node {self.node_name})",
+                Description=f"{what} of pod {ref.namespace}/{ref.name} (virtual-kubelet {self.node_name})",
                 Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
             )
             return str(created["ARN"])
@@ -493,14 +509,38 @@ class FargateProvider:
             await asyncio.sleep(self.config.poll_interval_seconds)
 
     async def _delete_secret(self, ref: PodRef) -> None:
-        name = naming.secret_name(self.config.secret_prefix, self.node_name, ref.uid)
-        try:
-            await self._call(
-                self._secrets.delete_secret, "DeleteSecret", SecretId=name, ForceDeleteWithoutRecovery=True
+        """Delete the pod's entries (env and files, registry logins): those named after its UID and
+        tagged with it and this node."""
+        prefix = naming.secret_name(self.config.secret_prefix, self.node_name, ref.uid)
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page = await self._call(
+                self._secrets.list_secrets,
+                "ListSecrets",
+                Filters=[{"Key": "name", "Values": [prefix]}],
+                **({"NextToken": token} if token else {}),
             )
-        except PermanentError as exc:
-            if "ResourceNotFound" not in exc.message:
-                raise
+            for entry in page.get("SecretList") or []:
+                tags = naming.tag_map(entry.get("Tags"))
+                name = str(entry.get("Name") or "")
+                owner = naming.ref_of(tags, self.node_name)
+                if name.startswith(prefix) and owner is not None and owner.uid == ref.uid:
+                    names.append(name)
+            token = page.get("NextToken")
+            if not token:
+                break
+        for name in names:
+            try:
+                await self._call(
+                    self._secrets.delete_secret,
+                    "DeleteSecret",
+                    SecretId=name,
+                    ForceDeleteWithoutRecovery=True,
+                )
+            except PermanentError as exc:
+                if "ResourceNotFound" not in exc.message:
+                    raise
 
     async def _release_family(self, uid: str) -> None:
         """Deregister the pod's task definition when no other pod of this node uses it."""

@@ -462,3 +462,28 @@ def test_file_volumes_are_written_by_an_init_container_secret_files_from_the_sec
         result.task_definition
     )
     assert result.init_containers == ("migrate",)  # the provider's own is not the pod's
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [
+        ("nginx", "docker.io"),
+        ("library/nginx:1.27", "docker.io"),
+        ("docker.io/library/nginx", "docker.io"),
+        ("registry.example.com/team/app:1", "registry.example.com"),
+        ("localhost:5000/app", "localhost:5000"),
+        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+    ],
+)
+def test_image_registry(image: str, registry: str) -> None:
+    assert mapping.image_registry(image) == registry
+
+
+def test_registry_logins_are_repository_credentials_by_image_registry() -> None:
+    assert mapping.registry_server("https://index.docker.io/v1/") == "docker.io"
+    arn = "arn:aws:secretsmanager:eu-west-1:1:secret:vk-operator/n/u/registry/registry.example.com-x"
+    body = pod({"name": "a", "image": "registry.example.com/app:1"}, {"name": "b", "image": "nginx"})
+    result = mapping.task_plan(prepared(body), CONFIG, "n", None, {"registry.example.com": arn})
+    a, b = result.task_definition["containerDefinitions"]
+    assert a["repositoryCredentials"] == {"credentialsParameter": arn}
+    assert "repositoryCredentials" not in b

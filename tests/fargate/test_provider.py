@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from providers.fargate import FargateConfig, FargateProvider, naming
 from tests.conftest import eventually
@@ -32,6 +33,7 @@ from vk_operator.provider import (
     PodPhase,
     PreparedPod,
     ProviderError,
+    RegistryCredential,
     ResolvedVolume,
     ThrottledError,
 )
@@ -402,3 +404,28 @@ async def test_a_file_volume_without_the_mechanism_fails_before_anything_is_made
         await provider.create_pod(PreparedPod(prepared.pod, volumes, frozenset({("main", "P")})))
     assert caught.value.field == "spec.volumes[0]" and "file_volumes" in caught.value.message
     assert provider.calls["CreateSecret"] == 0 and provider.calls["RunTask"] == 0
+
+
+async def test_a_registry_login_is_a_pod_secret_referenced_and_removed_with_the_pod(
+    start: Start, fargate_config: dict[str, Any]
+) -> None:
+    provider = await start()
+    password = f"pw-{uuid.uuid4().hex}"
+    prepared = replica("node-a", image="registry.example.com/team/app:1")
+    login = RegistryCredential("registry.example.com", "robot", password, secret="pull")
+    prepared = PreparedPod(prepared.pod, {}, frozenset(), (login,))
+    await provider.create_pod(prepared)
+    (definition,) = await active_definitions(fargate_config, provider.node_name)
+    assert password not in json.dumps(definition)
+    reference = definition["containerDefinitions"][0]["repositoryCredentials"]["credentialsParameter"]
+    async with session().client(
+        "secretsmanager", endpoint_url=fargate_config["endpoint_url"], config=CLIENT_CONFIG
+    ) as secrets:
+        stored = await secrets.get_secret_value(SecretId=reference)
+        assert json.loads(stored["SecretString"]) == {"username": "robot", "password": password}
+        await provider.delete_pod(prepared.ref)
+        prefix = naming.secret_name("vk-operator", provider.node_name, prepared.ref.uid)
+        listed = await secrets.list_secrets(Filters=[{"Key": "name", "Values": [prefix]}])
+        assert listed["SecretList"] == []
+        with pytest.raises(ClientError, match="ResourceNotFound"):
+            await secrets.describe_secret(SecretId=reference)  # gone, not only out of the listing
