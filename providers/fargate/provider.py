@@ -270,9 +270,11 @@ class FargateProvider:
         tags = naming.tag_map(task.get("tags"))
         if pod.restart_policy is None:
             pod.restart_policy = tags.get(naming.TAG_RESTART)
-        family = str(task.get("taskDefinitionArn", "")).rsplit("/", 1)[-1].rsplit(":", 1)[0]
+        definition = str(task.get("taskDefinitionArn", ""))
+        family = definition.rsplit("/", 1)[-1].rsplit(":", 1)[0]
         if family:
             self.family_of.setdefault(ref.uid, family)
+            self.families.setdefault(family, definition)  # adopted: deregistered with its last pod
         return pod
 
     async def _refresh(self, *, budgeted: bool) -> bool:

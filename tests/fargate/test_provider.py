@@ -429,3 +429,19 @@ async def test_a_registry_login_is_a_pod_secret_referenced_and_removed_with_the_
         assert listed["SecretList"] == []
         with pytest.raises(ClientError, match="ResourceNotFound"):
             await secrets.describe_secret(SecretId=reference)  # gone, not only out of the listing
+
+
+async def test_a_restarted_instance_deregisters_the_definitions_of_the_pods_it_deletes(
+    start: Start, fargate_config: dict[str, Any]
+) -> None:
+    first = await start()
+    pods = [replica("node-a") for _ in range(3)]
+    for prepared in pods:
+        await first.create_pod(prepared)
+    again = await start()  # the same node after a restart: only ECS knows the pods
+    assert again.node_name == first.node_name
+    listed = await again.list_pods()
+    assert sorted(r.uid for r in listed) == sorted(p.ref.uid for p in pods)
+    for ref in listed:
+        await again.delete_pod(ref)
+    assert await active_definitions(fargate_config, again.node_name) == []
