@@ -68,11 +68,12 @@ def release(
     cluster: Cluster, real_node: RealNode, vk_image: str, helm: Helm, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     suffix = uuid.uuid4().hex[:6]
-    values = {
+    virtual_node = f"vk-helm-{suffix}"
+    values: dict[str, Any] = {
         # The chart's default image reference is the one `make image` builds: only the pull policy
         # changes (no registry here; the image is imported into the node's containerd).
         "image": {"pullPolicy": "Never"},
-        "nodeName": f"vk-helm-{suffix}",
+        "nodeName": virtual_node,
         "removeNodeOnExit": True,
         "rollOnConfigChange": False,  # the upgrade below relies on the live reload
         "providerConfig": {"cpu": "8", "state_file": f"{STATE_DIR}/state.json"},
@@ -85,7 +86,7 @@ def release(
     values_file.write_text(yaml.safe_dump(values))
     kubectl = str(cluster.state()["binaries"]["kubectl"])  # type: ignore[index]
     rel = Release(
-        f"vk-{suffix}", f"rn-{suffix}", values["nodeName"], values_file, kubectl, cluster.admin_kubeconfig
+        f"vk-{suffix}", f"rn-{suffix}", virtual_node, values_file, kubectl, cluster.admin_kubeconfig
     )
     rel.run_kubectl("create", "namespace", rel.namespace)
     helm("install", rel.name, CHART, "-n", rel.namespace, "-f", values_file)
@@ -193,8 +194,13 @@ async def test_install_runs_the_virtual_kubelet_in_a_pod_of_the_real_node(
 
     # logs and exec on a pod of the virtual node: apiserver -> the VK container's kubelet API.
     web = pods[0]["metadata"]["name"]
-    logs = await asyncio.to_thread(release.run_kubectl, "logs", "-n", release.namespace, web, "--tail=1")
-    assert logs.stdout.strip().startswith(f"{web} web line "), logs.stdout
+
+    async def log_line() -> str | None:
+        logs = await asyncio.to_thread(release.run_kubectl, "logs", "-n", release.namespace, web, "--tail=1")
+        return logs.stdout.strip() or None  # the mock writes its first line a second after the start
+
+    line = await eventually(log_line, timeout=60, interval=1, what=f"a log line of {web}")
+    assert line.startswith(f"{web} web line "), line
     executed = await asyncio.to_thread(
         release.run_kubectl, "exec", "-n", release.namespace, web, "--", "hostname"
     )

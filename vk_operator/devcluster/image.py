@@ -54,6 +54,7 @@ PATH_EXCLUDES = (
 PATH_INCLUDES = ("/usr/share/doc/*/copyright",)  # licences stay
 # A fixed epoch: mmdebstrap, the wheels' zip entries and the layer use it instead of "now".
 SOURCE_DATE_EPOCH = "1700000000"
+KEEP_IMAGES = 3  # worktrees and branches of one machine share the cache
 RECIPE = 1  # bump when the build changes in a way the constants here do not show
 TOOLS = {"mmdebstrap": "mmdebstrap", "umoci": "umoci", "skopeo": "skopeo"}  # command -> Debian package
 
@@ -101,13 +102,16 @@ def _sha256(path: pathlib.Path) -> str:
 
 def build_wheels(out: pathlib.Path) -> list[pathlib.Path]:
     """The project's wheel and every dependency's, from a copy of the sources (no build/ or
-    egg-info left in the checkout), with fixed zip timestamps so the same tree hashes the same."""
+    egg-info left in the checkout), with fixed zip timestamps so the same tree hashes the same.
+    The recipe is part of the key (RECIPE, the constants, the hooks), not this file's bytes."""
     with tempfile.TemporaryDirectory(prefix="vk-src-") as src:
         tree = pathlib.Path(src) / "vk-operator"
-        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", ".mypy_cache")
+        # Not in the image: this dev tool (nothing at run time imports it) and the README (the wheel's
+        # long description): editing either must not make a new image.
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", ".mypy_cache", "devcluster")
         tree.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(REPO / name, tree / name)
+        shutil.copy2(REPO / "pyproject.toml", tree / "pyproject.toml")
+        (tree / "README.md").write_text("vk-operator: a Virtual Kubelet in Python.\n")
         for package in ("vk_operator", "providers"):
             shutil.copytree(REPO / package, tree / package, ignore=ignore)
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
@@ -123,12 +127,12 @@ def image_key(wheels: list[pathlib.Path]) -> str:
         "wheels": {w.name: _sha256(w) for w in wheels},
         "base": [SUITE, *BASE_PACKAGES, *MIRRORS, *PATH_EXCLUDES, *PATH_INCLUDES],
         "config": [IMAGE, *_config()],
-        "hooks": _hooks(pathlib.Path("/wheels")),
+        "hooks": customize_hooks(pathlib.Path("/wheels")),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _hooks(wheels: pathlib.Path) -> list[str]:
+def customize_hooks(wheels: pathlib.Path) -> list[str]:
     """mmdebstrap's customize hooks: the venv with our wheels, then no pip and no caches."""
     return [
         f'mkdir -p "$1/tmp/wheels" && cp {wheels}/*.whl "$1/tmp/wheels/"',
@@ -137,13 +141,14 @@ def _hooks(wheels: pathlib.Path) -> list[str]:
         f"'vk-operator[{','.join(EXTRAS)}]'",
         # Byte-compile once, at build time: the root filesystem is read-only at run time.
         f'chroot "$1" {VENV}/bin/python -m compileall -q -j 0 {VENV}/lib',
-        f'chroot "$1" {VENV}/bin/pip uninstall -q -y pip',
+        # The venv's installers are not needed at run time (and setuptools is 9 MB).
+        f'chroot "$1" {VENV}/bin/pip uninstall -q -y pip setuptools',
         'rm -rf "$1/tmp/wheels" "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*',
     ]
 
 
 def _rootfs(rootfs: pathlib.Path, wheels: pathlib.Path) -> None:
-    hooks = _hooks(wheels)
+    hooks = customize_hooks(wheels)
     dpkg_opts = [f"--dpkgopt=path-exclude={p}" for p in PATH_EXCLUDES]
     dpkg_opts += [f"--dpkgopt=path-include={p}" for p in PATH_INCLUDES]
     # A clean environment: the host's pip settings (find-links, certificates) must not leak in.
@@ -153,6 +158,8 @@ def _rootfs(rootfs: pathlib.Path, wheels: pathlib.Path) -> None:
         "--quiet",
         "--mode=root",
         "--variant=minbase",
+        # /usr merged by mmdebstrap itself: otherwise bookworm pulls in usrmerge and with it perl (50 MB).
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
         f"--include={','.join(BASE_PACKAGES)}",
         *dpkg_opts,
         *(f"--customize-hook={h}" for h in hooks),
@@ -199,6 +206,13 @@ def _label_args() -> list[str]:
     return args
 
 
+def _prune(keep: int) -> None:
+    """Only the newest images stay cached (each is ~200 MB; every source change makes a new one)."""
+    built = sorted(cache_root().glob("image-*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in built[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def ensure_image() -> pathlib.Path:
     """The image's docker archive, built unless the cache holds one for these inputs."""
     _require_tools()
@@ -207,7 +221,9 @@ def ensure_image() -> pathlib.Path:
         target = cache_root() / f"image-{__version__}-{image_key(wheels)}"
         archive = target / "virtual-kubelet.tar"
         if archive.is_file():
+            os.utime(target)  # recently used: kept by _prune
             return archive
+        _prune(keep=KEEP_IMAGES - 1)
         print(f"devcluster: building the image {IMAGE} (a cold build takes minutes)", file=sys.stderr)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Built in a scratch folder renamed into place: an interrupted build is never trusted.
