@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vk_operator.devcluster import image
+from vk_operator.devcluster import node as realnode
 from vk_operator.devcluster.build import HELM
 from vk_operator.devcluster.cluster import Cluster
 from vk_operator.devcluster.node import RealNode
@@ -19,15 +20,34 @@ from vk_operator.devcluster.node import RealNode
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def host_snapshot() -> dict[str, object]:
+    """What a real node changes on the host, read independently of its journal."""
+    tables = realnode.nft_tables()  # before iptables -S, which creates tables
+    return {
+        "nft tables": tables,
+        "iptables": {family: realnode.iptables_rules(family) for family in realnode.IPTABLES},
+        "sysctls": {key: realnode.sysctl_path(key).read_text().strip() for key in realnode.SYSCTLS},
+        "links": sorted(p.name for p in pathlib.Path("/sys/class/net").iterdir()),
+        "mounts": sorted(realnode.mountpoints()),
+        "netns": realnode.netns_names(),
+        "cgroups": realnode.kubepods_cgroups(),
+        "paths": [p for p in realnode.DEFAULT_PATHS if os.path.lexists(p)],
+    }
+
+
 @pytest.fixture(scope="session")
 def real_node(cluster: Cluster) -> Iterator[RealNode]:
+    """The node, and at the end the host exactly as before it (checked, not just hoped for)."""
     node = RealNode(cluster.dir)
+    node.down()  # a node a crashed session left (VK_TEST_CLUSTER_DIR): its changes are not "before"
+    before = host_snapshot()
     node.up()
     atexit.register(node.down)  # also on Ctrl-C or a crash of the session
     try:
         yield node
     finally:
         node.down()
+    assert host_snapshot() == before
 
 
 @pytest.fixture(scope="session")

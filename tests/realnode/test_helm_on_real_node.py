@@ -284,6 +284,8 @@ async def test_uninstall_removes_the_virtual_node_and_leaves_nothing(
     release: Release, admin: Kube, helm: Helm, real_node: RealNode
 ) -> None:
     pod = await ready_vk_pod(admin, release)
+    pod_filter = f"labels.io.kubernetes.pod.uid=={pod['metadata']['uid']}"
+    assert real_node.ctr("containers", "ls", "-q", pod_filter).split()  # the check below sees them
     await admin.delete(f"/apis/apps/v1/namespaces/{release.namespace}/deployments/web")
 
     async def no_web_pods() -> bool:
@@ -330,11 +332,12 @@ async def test_uninstall_removes_the_virtual_node_and_leaves_nothing(
         )
     assert lease.value.not_found
 
-    # The real node holds no container of the VK pod any more (its sandbox included).
-    async def no_containers() -> bool:
-        listed = await asyncio.to_thread(
-            real_node.ctr, "containers", "ls", f"labels.io.kubernetes.pod.uid=={pod['metadata']['uid']}"
-        )
-        return len(listed.splitlines()) <= 1  # the header only
+    # No process of the VK pod runs on the real node any more, its sandbox included (the exited
+    # containers' records go with the kubelet's container GC, once a minute).
+    async def nothing_running() -> bool:
+        ours = await asyncio.to_thread(real_node.ctr, "containers", "ls", "-q", pod_filter)
+        tasks = await asyncio.to_thread(real_node.ctr, "tasks", "ls")
+        running = {line.split()[0] for line in tasks.splitlines()[1:] if "RUNNING" in line}
+        return not set(ours.split()) & running
 
-    await eventually(no_containers, timeout=60, interval=1, what="the VK pod's containers removed")
+    await eventually(nothing_running, timeout=60, interval=1, what="no container of the VK pod running")

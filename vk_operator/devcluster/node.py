@@ -69,7 +69,7 @@ class NodeError(ClusterError):
     """The real node could not start or stop; the message says why."""
 
 
-def _sysctl_path(key: str) -> pathlib.Path:
+def sysctl_path(key: str) -> pathlib.Path:
     return pathlib.Path("/proc/sys") / key.replace(".", "/")
 
 
@@ -90,7 +90,7 @@ def _run(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.Comp
     return result
 
 
-def _chains_and_rules(family: str) -> dict[str, list[str]]:
+def iptables_rules(family: str) -> dict[str, list[str]]:
     """``iptables -S`` per table: the chain definitions and rules, one line each."""
     snapshot = {}
     for table in IPTABLES_TABLES:
@@ -99,7 +99,7 @@ def _chains_and_rules(family: str) -> dict[str, list[str]]:
     return snapshot
 
 
-def _nft_tables() -> list[str]:
+def nft_tables() -> list[str]:
     """nftables tables ("ip filter"...): iptables-nft creates them on first use, even to list."""
     if shutil.which("nft") is None:
         return []
@@ -113,18 +113,18 @@ def _nft_table_is_empty(table: str) -> bool:
     return all(not line.strip() or line.strip().startswith(skeleton) for line in body)
 
 
-def _mountpoints() -> list[str]:
+def mountpoints() -> list[str]:
     points = []
     for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
         points.append(line.split()[4].replace("\\040", " "))
     return points
 
 
-def _kubepods_cgroups() -> list[str]:
+def kubepods_cgroups() -> list[str]:
     return sorted(str(p) for p in CGROUP_ROOT.glob("*/kubepods*"))
 
 
-def _netns() -> list[str]:
+def netns_names() -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
 
 
@@ -155,7 +155,10 @@ class RealNode:
             os.fsync(f.fileno())
 
     # -- up ----------------------------------------------------------------------------------------
-    def up(self, timeout: float = 180.0) -> None:
+    def up(self, timeout: float = 180.0, ready_timeout: float | None = None) -> None:
+        """Start containerd and the kubelet; return once the node is Ready (within ``ready_timeout``
+        of the kubelet's start, default what is left of ``timeout``). On any failure the host is
+        restored before the error propagates."""
         if not self.cluster.running():
             raise NodeError(f"no control plane runs in {self.cluster.dir}: `devcluster up` first")
         if self.entries():
@@ -174,7 +177,8 @@ class RealNode:
             self._prepare_host()
             self._start_containerd(timeout)
             self.import_image(pause)
-            self._start_kubelet(kubelet, timeout, started)
+            left = timeout - (time.monotonic() - started)
+            self._start_kubelet(kubelet, ready_timeout if ready_timeout is not None else max(10.0, left))
         except BaseException:
             self.down()
             raise
@@ -183,19 +187,24 @@ class RealNode:
         )
 
     def _prepare_host(self) -> None:
-        self._record("sysctls", old={k: _sysctl_path(k).read_text().strip() for k in SYSCTLS})
-        self._record("nft_tables", old=_nft_tables())  # first: listing iptables rules creates tables
-        self._record("iptables", old={family: _chains_and_rules(family) for family in IPTABLES})
+        self._record("sysctls", old={k: sysctl_path(k).read_text().strip() for k in SYSCTLS})
+        self._record("nft_tables", old=nft_tables())  # first: listing iptables rules creates tables
+        self._record("iptables", old={family: iptables_rules(family) for family in IPTABLES})
         self._record("paths", absent=[p for p in DEFAULT_PATHS if not os.path.lexists(p)])
-        self._record("mounts", old=_mountpoints())
-        self._record("netns", old=_netns())
-        self._record("cgroups", old=_kubepods_cgroups())
+        self._record("mounts", old=mountpoints())
+        self._record("netns", old=netns_names())
+        self._record("cgroups", old=kubepods_cgroups())
         # The bridge is ours (the CNI plugin adopts it), so route_localnet can be set on it before
-        # any pod exists; the setting goes away with the bridge.
+        # any pod exists; the setting goes away with the bridge. One real node per machine: an
+        # existing bridge is another's, never recorded (down would delete it).
+        if pathlib.Path("/sys/class/net", BRIDGE).exists():
+            raise NodeError(
+                f"{BRIDGE} exists: another real node is up on this machine (`node down` it first)"
+            )
         self._record("link", name=BRIDGE)
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "link", "set", BRIDGE, "up")
-        _sysctl_path(f"net.ipv4.conf.{BRIDGE}.route_localnet").write_text("1")
+        sysctl_path(f"net.ipv4.conf.{BRIDGE}.route_localnet").write_text("1")
         port = str(self.cluster.state()["ports"]["apiserver"])  # type: ignore[index]
         rules = [
             # Pods may talk to each other and to this machine, never beyond it.
@@ -329,7 +338,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   conf_dir = "{cni_conf}"
 """
 
-    def _start_kubelet(self, kubelet: pathlib.Path, timeout: float, started: float) -> None:
+    def _start_kubelet(self, kubelet: pathlib.Path, ready_timeout: float) -> None:
         host_ip = _host_ip()
         root = self.dir / "kubelet"
         root.mkdir()
@@ -403,7 +412,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "kubelet",
             f"node {self.name} Ready",
             node_ready,
-            max(10.0, timeout - (time.monotonic() - started)),
+            ready_timeout,
         )
 
     # -- down --------------------------------------------------------------------------------------
@@ -506,7 +515,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _undo_cgroups(self, entry: dict[str, Any]) -> None:
         old = set(entry["old"])
-        for top in _kubepods_cgroups():
+        for top in kubepods_cgroups():
             if top in old:
                 continue
             # Deepest first: a cgroup directory can only be removed once it has no children.
@@ -540,21 +549,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _undo_netns(self, entry: dict[str, Any]) -> None:
         old = set(entry["old"])
-        for name in _netns():
+        for name in netns_names():
             if name not in old:
                 _run("ip", "netns", "delete", name, check=False)
 
     def _undo_mounts(self, entry: dict[str, Any]) -> None:
         old = set(entry["old"])
         ours = (str(self.dir), str(NETNS_DIR))
-        for point in reversed(_mountpoints()):
+        for point in reversed(mountpoints()):
             new = point not in old and point.startswith(ours)
             if new and _run("umount", point, check=False).returncode != 0:
                 _run("umount", "-l", point, check=False)
 
     def _undo_iptables(self, entry: dict[str, Any]) -> None:
         for family, tables in entry["old"].items():
-            now = _chains_and_rules(family)
+            now = iptables_rules(family)
             for table, lines in now.items():
                 before = set(tables.get(table, []))
                 new_chains = [
@@ -579,18 +588,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _undo_paths(self, entry: dict[str, Any]) -> None:
         for path in entry["absent"]:
-            if os.path.lexists(path) and not any(p.startswith(path + "/") for p in _mountpoints()):
+            if os.path.lexists(path) and not any(p.startswith(path + "/") for p in mountpoints()):
                 shutil.rmtree(path)
 
     def _undo_nft_tables(self, entry: dict[str, Any]) -> None:
         old = set(entry["old"])
-        for table in _nft_tables():
+        for table in nft_tables():
             if table not in old and _nft_table_is_empty(table):
                 _run("nft", "delete", "table", *table.split(), check=False)
 
     def _undo_sysctls(self, entry: dict[str, Any]) -> None:
         for key, value in entry["old"].items():
-            path = _sysctl_path(key)
+            path = sysctl_path(key)
             if path.read_text().strip() != value:
                 path.write_text(value)
 
