@@ -4,6 +4,7 @@ Docker/buildah users and the chart's default image reference must describe the s
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import shlex
 
@@ -72,3 +73,14 @@ def test_the_charts_default_image_is_the_one_make_image_builds() -> None:
     assert chart["appVersion"] == __version__  # the default tag (image.tag "" -> .Chart.AppVersion)
     assert values["image"]["tag"] == ""
     assert f"{values['image']['repository']}:{chart['appVersion']}" == image.IMAGE
+
+
+def test_the_image_sources_leave_out_the_dev_tool_and_follow_runtime_files(tmp_path: pathlib.Path) -> None:
+    tree = tmp_path / "tree"
+    image.copy_sources(tree)
+    assert (tree / "vk_operator/cli.py").is_file() and (tree / "providers/mock/provider.py").is_file()
+    assert not (tree / "vk_operator/devcluster").exists()  # its edits make no new image
+    assert not list(tree.rglob("__pycache__"))
+    before = image.tree_hash(tree)
+    (tree / "providers/mock/config.py").write_text((tree / "providers/mock/config.py").read_text() + "\n")
+    assert image.tree_hash(tree) != before

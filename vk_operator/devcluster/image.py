@@ -14,6 +14,7 @@ binary from ``gomod/pause``, packed the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from vk_operator import __version__
 from vk_operator.devcluster.build import GOMOD_DIR, cache_root
@@ -54,6 +56,7 @@ PATH_EXCLUDES = (
 PATH_INCLUDES = ("/usr/share/doc/*/copyright",)  # licences stay
 # A fixed epoch: mmdebstrap, the wheels' zip entries and the layer use it instead of "now".
 SOURCE_DATE_EPOCH = "1700000000"
+RESOLVE_TTL = 12 * 3600  # seconds an unchanged tree's image key is trusted without resolving again
 KEEP_IMAGES = 3  # worktrees and branches of one machine share the cache
 RECIPE = 1  # bump when the build changes in a way the constants here do not show
 TOOLS = {"mmdebstrap": "mmdebstrap", "umoci": "umoci", "skopeo": "skopeo"}  # command -> Debian package
@@ -100,23 +103,31 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def build_wheels(out: pathlib.Path) -> list[pathlib.Path]:
-    """The project's wheel and every dependency's, from a copy of the sources (no build/ or
-    egg-info left in the checkout), with fixed zip timestamps so the same tree hashes the same.
+def copy_sources(tree: pathlib.Path) -> None:
+    """What goes into the project's wheel. Not in the image: this dev tool (nothing at run time
+    imports it) and the README (the wheel's long description): editing either makes no new image."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", ".mypy_cache", "devcluster")
+    tree.mkdir()
+    shutil.copy2(REPO / "pyproject.toml", tree / "pyproject.toml")
+    (tree / "README.md").write_text("vk-operator: a Virtual Kubelet in Python.\n")
+    for package in ("vk_operator", "providers"):
+        shutil.copytree(REPO / package, tree / package, ignore=ignore)
+
+
+def tree_hash(tree: pathlib.Path) -> str:
+    digest = hashlib.sha256(f"{RECIPE} {EXTRAS}".encode())
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_wheels(out: pathlib.Path, tree: pathlib.Path) -> list[pathlib.Path]:
+    """The project's wheel (from the copied sources ``tree``: no build/ or egg-info left in the
+    checkout) and every dependency's, with fixed zip timestamps so the same tree hashes the same.
     The recipe is part of the key (RECIPE, the constants, the hooks), not this file's bytes."""
-    with tempfile.TemporaryDirectory(prefix="vk-src-") as src:
-        tree = pathlib.Path(src) / "vk-operator"
-        # Not in the image: this dev tool (nothing at run time imports it) and the README (the wheel's
-        # long description): editing either must not make a new image.
-        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", ".mypy_cache", "devcluster")
-        tree.mkdir()
-        shutil.copy2(REPO / "pyproject.toml", tree / "pyproject.toml")
-        (tree / "README.md").write_text("vk-operator: a Virtual Kubelet in Python.\n")
-        for package in ("vk_operator", "providers"):
-            shutil.copytree(REPO / package, tree / package, ignore=ignore)
-        env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
-        extras = f"[{','.join(EXTRAS)}]" if EXTRAS else ""
-        _run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", out, f"{tree}{extras}", env=env)
+    env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
+    extras = f"[{','.join(EXTRAS)}]" if EXTRAS else ""
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", out, f"{tree}{extras}", env=env)
     return sorted(out.glob("*.whl"))
 
 
@@ -213,31 +224,49 @@ def _prune(keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_image() -> pathlib.Path:
-    """The image's docker archive, built unless the cache holds one for these inputs."""
+def ensure_image(refresh: bool = False) -> pathlib.Path:
+    """The image's docker archive, built unless the cache holds one for these inputs.
+
+    The key is over the wheels, so the dependencies are resolved (pip, the index) to know it; that
+    takes 15-40 s on a busy machine, so the key found for an unchanged source tree is reused for
+    RESOLVE_TTL (or until ``refresh``) before the dependencies are resolved again."""
     _require_tools()
-    with tempfile.TemporaryDirectory(prefix="vk-wheels-") as wheel_dir:
-        wheels = build_wheels(pathlib.Path(wheel_dir))
+    with tempfile.TemporaryDirectory(prefix="vk-wheels-") as work:
+        tree = pathlib.Path(work) / "vk-operator"
+        copy_sources(tree)
+        index = cache_root() / "vk-image-index" / f"{tree_hash(tree)}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            known = pathlib.Path(json.loads(index.read_text())["archive"])
+            if not refresh and time.time() - index.stat().st_mtime < RESOLVE_TTL and known.is_file():
+                os.utime(known.parent)  # recently used: kept by _prune
+                return known
+        wheel_dir = pathlib.Path(work) / "wheels"
+        wheels = build_wheels(wheel_dir, tree)
         target = cache_root() / f"image-{__version__}-{image_key(wheels)}"
         archive = target / "virtual-kubelet.tar"
-        if archive.is_file():
-            os.utime(target)  # recently used: kept by _prune
-            return archive
-        _prune(keep=KEEP_IMAGES - 1)
-        print(f"devcluster: building the image {IMAGE} (a cold build takes minutes)", file=sys.stderr)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Built in a scratch folder renamed into place: an interrupted build is never trusted.
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix=".image-", dir=target.parent))
-        try:
-            _rootfs(scratch / "rootfs", pathlib.Path(wheel_dir))
-            _pack(scratch / "rootfs", scratch, IMAGE, _config(), scratch / archive.name)
-            shutil.rmtree(scratch / "rootfs")
-            shutil.rmtree(scratch / "oci")
-            shutil.rmtree(target, ignore_errors=True)
-            scratch.rename(target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if not archive.is_file():
+            _build_image(target, archive, wheel_dir)
+        os.utime(target)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps({"archive": str(archive)}))
     return archive
+
+
+def _build_image(target: pathlib.Path, archive: pathlib.Path, wheel_dir: pathlib.Path) -> None:
+    _prune(keep=KEEP_IMAGES - 1)
+    print(f"devcluster: building the image {IMAGE} (a cold build takes minutes)", file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built in a scratch folder renamed into place: an interrupted build is never trusted.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=".image-", dir=target.parent))
+    try:
+        _rootfs(scratch / "rootfs", wheel_dir)
+        _pack(scratch / "rootfs", scratch, IMAGE, _config(), scratch / archive.name)
+        shutil.rmtree(scratch / "rootfs")
+        shutil.rmtree(scratch / "oci")
+        shutil.rmtree(target, ignore_errors=True)
+        scratch.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def ensure_pause_image() -> pathlib.Path:
@@ -271,9 +300,10 @@ def ensure_pause_image() -> pathlib.Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vk_operator.devcluster.image")
     parser.add_argument("what", nargs="?", choices=("image", "pause"), default="image")
+    parser.add_argument("--refresh", action="store_true", help="resolve the dependencies again now")
     args = parser.parse_args(argv)
     try:
-        archive = ensure_image() if args.what == "image" else ensure_pause_image()
+        archive = ensure_image(args.refresh) if args.what == "image" else ensure_pause_image()
     except ImageError as exc:
         print(f"image: {exc}", file=sys.stderr)
         return 1
