@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: venv controlplane demo demo-down lint test unit clean
+.PHONY: venv controlplane demo demo-down lint test unit clean host-tools image realnode
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -16,6 +16,24 @@ $(VENV)/.installed: pyproject.toml
 # Builds etcd, Kubernetes and helm from Go modules, or reuses them from ~/.cache/vk-operator.
 controlplane: venv
 	$(BIN)/python -m vk_operator.devcluster build
+
+# Debian packages for the image build (mmdebstrap, umoci, skopeo) and the real node (containerd, runc,
+# CNI plugins), installed with apt when missing (root, Debian 12).
+HOST_TOOLS := mmdebstrap:mmdebstrap umoci:umoci skopeo:skopeo containerd:containerd ctr:containerd runc:runc \
+	/usr/lib/cni/bridge:containernetworking-plugins
+host-tools:
+	@missing=""; for pair in $(HOST_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  [ -x "$$cmd" ] || command -v "$$cmd" >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+
+# The OCI image (docker archive) without Docker or a registry; cached in ~/.cache/vk-operator by its inputs.
+image: venv host-tools
+	$(BIN)/python -m vk_operator.devcluster.image
+
+# The real node's kubelet and pause image (cached like the control plane).
+realnode: venv host-tools
+	$(BIN)/python -m vk_operator.devcluster build --real-node
 
 demo: controlplane
 	$(BIN)/python -m vk_operator.devcluster.demo up --dir $(DEMO_DIR)
@@ -32,7 +50,7 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
-test: controlplane lint
+test: controlplane lint image realnode
 	$(BIN)/python -m pytest
 
 clean:

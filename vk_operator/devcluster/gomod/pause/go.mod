@@ -1,0 +1,3 @@
+module vk-operator.local/devcluster/pause
+
+go 1.22
