@@ -96,9 +96,13 @@ async def test_env_is_resolved_for_the_provider(admin: Kube, namespace: str, vir
     assert env["KUBERNETES_SERVICE_HOST"] == "10.0.0.1"
     assert ["app", "PASSWORD"] in provider["secret_env"]
     assert "envFrom" not in provider["pod"]["spec"]["containers"][0]
-    events = await events_for(admin, namespace, "env")
-    reasons = {e["reason"] for e in events}
-    assert {"OptionalSecretNotFound", "InvalidEnvironmentVariableNames", "ProviderCreateSuccess"} <= reasons
+    wanted = {"OptionalSecretNotFound", "InvalidEnvironmentVariableNames", "ProviderCreateSuccess"}
+
+    async def posted() -> list[dict[str, Any]] | None:  # Events are posted after the status write
+        events = await events_for(admin, namespace, "env")
+        return events if wanted <= {e["reason"] for e in events} else None
+
+    events = await eventually(posted, what=f"events {sorted(wanted)}", timeout=30)
     assert not [e for e in events if SECRET_VALUE in e["message"]]
 
 

@@ -225,11 +225,16 @@ async def test_transient_provider_errors_heal_with_backoff(
     running = await wait_phase(admin, namespace, "flaky", "Running")
     # The Pending reason of the failed attempts does not linger once the pod runs.
     assert "reason" not in running["status"] and "message" not in running["status"], running["status"]
-    failures = [
-        e for e in await events_for(admin, namespace, "flaky") if e["reason"] == "ProviderCreateFailed"
-    ]
-    assert sum(e.get("count", 1) for e in failures) == 2
-    assert all(e["type"] == "Warning" and "transient" in e["message"] for e in failures)
+
+    async def failures() -> list[dict[str, Any]] | None:  # Events are posted after the status write
+        found = [
+            e for e in await events_for(admin, namespace, "flaky") if e["reason"] == "ProviderCreateFailed"
+        ]
+        return found if sum(e.get("count", 1) for e in found) >= 2 else None
+
+    failed = await eventually(failures, what="2 ProviderCreateFailed", timeout=30)
+    assert sum(e.get("count", 1) for e in failed) == 2
+    assert all(e["type"] == "Warning" and "transient" in e["message"] for e in failed)
 
 
 async def test_permanent_provider_error_fails_the_pod(

@@ -25,7 +25,6 @@ import ipaddress
 import logging
 import os
 import pathlib
-import shutil
 import ssl
 import tempfile
 from typing import Any
@@ -86,8 +85,6 @@ class ServingCertificate:
         self.reload_interval = reload_interval
         self.cert_pem = b""
         self.source = "none"
-        self._dir = pathlib.Path(tempfile.mkdtemp(prefix="vk-tls-"))
-        os.chmod(self._dir, 0o700)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._file_stamps: tuple[Any, ...] = ()
@@ -95,23 +92,22 @@ class ServingCertificate:
         self.reloads = 0
 
     # -- loading -----------------------------------------------------------------------------------
-    def _write(self, name: str, data: bytes) -> pathlib.Path:
-        path = self._dir / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return path
-
     def load_pair(self, cert_pem: bytes, key_pem: bytes, source: str) -> bool:
         """Switch to this pair if it is valid and new; False (and the old pair kept) otherwise."""
         if cert_pem == self.cert_pem:
             return False
-        cert_path, key_path = self._write("tls.crt", cert_pem), self._write("tls.key", key_pem)
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
-        except (ssl.SSLError, OSError) as exc:
-            raise TLSConfigError(f"{source}: not a usable certificate and key: {exc}") from exc
-        self.context.load_cert_chain(cert_path, key_path)
+        # ssl loads a pair only from files: they exist while it reads them, then go (a private key
+        # left in /tmp by every process that ever ran, kill -9 included, is one too many).
+        with tempfile.TemporaryDirectory(prefix="vk-tls-") as scratch:
+            cert_path, key_path = (
+                _private_file(scratch, "tls.crt", cert_pem),
+                _private_file(scratch, "tls.key", key_pem),
+            )
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+            except (ssl.SSLError, OSError) as exc:
+                raise TLSConfigError(f"{source}: not a usable certificate and key: {exc}") from exc
+            self.context.load_cert_chain(cert_path, key_path)
         first = not self.cert_pem
         self.cert_pem, self.source = cert_pem, source
         if not first:
@@ -201,7 +197,15 @@ class ServingCertificate:
                 log.warning("keeping the current serving certificate: %s", exc)
 
     def close(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
+        """Nothing to release: no file outlives the load that needed it."""
+
+
+def _private_file(directory: str, name: str, data: bytes) -> pathlib.Path:
+    path = pathlib.Path(directory) / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
 
 
 # -- kubernetes.io/kubelet-serving CSR ------------------------------------------------------------------
