@@ -154,6 +154,19 @@ class VirtualKubeletProcess:
         return self.proc.returncode
 
 
+async def wait_node_ready(kube: Kube, node: str, process: VirtualKubeletProcess, timeout: float = 45) -> None:
+    """Until the virtual kubelet ``process`` has its Node Ready (it must not exit meanwhile)."""
+
+    async def ready() -> bool:
+        assert process.proc.poll() is None, f"virtual-kubelet exited:\n{process.log()}"
+        obj = await kube.get(f"/api/v1/nodes/{node}")
+        return any(
+            c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", [])
+        )
+
+    await eventually(ready, what=f"node {node} Ready", timeout=timeout)
+
+
 def mock_vk_args(cluster: Cluster, node_name: str, config: pathlib.Path, *extra: str) -> list[str]:
     """`virtual-kubelet` flags for the mock provider with ``config`` under the node's own identity."""
     return [
@@ -256,16 +269,7 @@ def virtual_node(
         if wait_ready:
             kube = await Kube.connect(str(cluster.admin_kubeconfig))
             try:
-
-                async def ready() -> bool:
-                    assert process.proc.poll() is None, process.log()
-                    obj = await kube.get(f"/api/v1/nodes/{node}")
-                    return any(
-                        c["type"] == "Ready" and c["status"] == "True"
-                        for c in obj["status"].get("conditions", [])
-                    )
-
-                await eventually(ready, what=f"node {node} Ready", timeout=30)
+                await wait_node_ready(kube, node, process, timeout=30)
             finally:
                 await kube.close()
         return vn

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import REPO, VirtualKubeletProcess, eventually
+from tests.conftest import REPO, VirtualKubeletProcess, wait_node_ready
 from vk_operator.devcluster.cluster import Cluster, free_port
 from vk_operator.kube import Kube
 
@@ -224,17 +224,6 @@ class AciNode:
     def logs(self) -> str:
         """Every log line of every virtual kubelet process of this node so far."""
         return "\n".join(p.log() for p in self.processes)
-
-
-async def wait_node_ready(kube: Kube, node: str, process: VirtualKubeletProcess, timeout: float = 45) -> None:
-    async def ready() -> bool:
-        assert process.proc.poll() is None, f"virtual-kubelet exited:\n{process.log()}"
-        obj = await kube.get(f"/api/v1/nodes/{node}")
-        return any(
-            c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", [])
-        )
-
-    await eventually(ready, what=f"node {node} Ready", timeout=timeout)
 
 
 @pytest.fixture

@@ -26,8 +26,16 @@ from typing import Any
 import pytest
 
 from tests.aci import node_fixtures
-from tests.aci.node_fixtures import TAG_NODE, TAG_UID, AciNode, wait_node_ready
-from tests.conftest import events_for, eventually, pod_manifest, pod_phase, wait_event, wait_phase
+from tests.aci.node_fixtures import TAG_NODE, TAG_UID, AciNode
+from tests.conftest import (
+    events_for,
+    eventually,
+    pod_manifest,
+    pod_phase,
+    wait_event,
+    wait_node_ready,
+    wait_phase,
+)
 from vk_operator.devcluster.cluster import Cluster
 from vk_operator.kube import ApiError, Kube
 

@@ -35,7 +35,7 @@ from azure.batch.aio import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
 from providers.azurebatch.localbatch import DEFAULT_ACCOUNT, DEFAULT_KEY
-from tests.conftest import REPO, VirtualKubeletProcess, eventually
+from tests.conftest import REPO, VirtualKubeletProcess, wait_node_ready
 from vk_operator.devcluster.cluster import Cluster, free_port
 from vk_operator.kube import Kube
 
@@ -170,17 +170,6 @@ class BatchNode:
 
     def logs(self) -> str:
         return "\n".join(p.log() for p in self.processes)
-
-
-async def wait_node_ready(kube: Kube, node: str, process: VirtualKubeletProcess, timeout: float = 45) -> None:
-    async def ready() -> bool:
-        assert process.proc.poll() is None, f"virtual-kubelet exited:\n{process.log()}"
-        obj = await kube.get(f"/api/v1/nodes/{node}")
-        return any(
-            c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", [])
-        )
-
-    await eventually(ready, what=f"node {node} Ready", timeout=timeout)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from azure.batch import models
 
 from providers.azurebatch import naming
 from tests.azurebatch import node_fixtures
-from tests.azurebatch.node_fixtures import POOL, BatchNode, wait_node_ready
-from tests.conftest import eventually, pod_manifest, wait_phase
+from tests.azurebatch.node_fixtures import POOL, BatchNode
+from tests.conftest import eventually, pod_manifest, wait_node_ready, wait_phase
 from vk_operator.devcluster.cluster import Cluster
 from vk_operator.kube import ApiError, Kube
 

@@ -19,8 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.aci.node_fixtures import wait_node_ready
-from tests.conftest import VirtualKubeletProcess, eventually, pod_manifest, pod_phase, wait_event, wait_phase
+from tests.conftest import (
+    VirtualKubeletProcess,
+    eventually,
+    pod_manifest,
+    pod_phase,
+    wait_event,
+    wait_node_ready,
+    wait_phase,
+)
 from tests.fargate.moto_fixtures import CLIENT_CONFIG, MotoProcess, session
 from vk_operator.devcluster.cluster import Cluster, free_port
 from vk_operator.kube import ApiError, Kube

@@ -13,7 +13,7 @@ import pwd
 import shutil
 from collections.abc import Callable
 
-from tests.conftest import VirtualKubeletProcess, eventually, pod_manifest, wait_phase
+from tests.conftest import VirtualKubeletProcess, pod_manifest, wait_node_ready, wait_phase
 from tests.integration.test_pods import create_pod
 from vk_operator.devcluster.cluster import Cluster, free_port
 from vk_operator.kube import Kube
@@ -55,14 +55,7 @@ async def test_the_virtual_kubelet_runs_under_a_uid_without_a_passwd_entry(
         env={"HOME": "/"},
     )
 
-    async def ready() -> bool:
-        assert vk.proc.poll() is None, vk.log()
-        node = await admin.get(f"/api/v1/nodes/{node_name}")
-        return any(
-            c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", [])
-        )
-
-    await eventually(ready, what=f"node {node_name} Ready", timeout=60)
+    await wait_node_ready(admin, node_name, vk, timeout=60)
     # Past the point where kopf starts its watches (where it used to die): a pod runs on the node.
     await create_pod(admin, namespace, pod_manifest("web", node_name))
     await wait_phase(admin, namespace, "web", "Running", timeout=60)
