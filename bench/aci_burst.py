@@ -35,20 +35,18 @@ import asyncio
 import contextlib
 import datetime
 import json
-import re
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
 import aiohttp
 from common import (
-    REPO,
     Api,
     Environment,
+    ListeningServer,
     PodWatch,
     VirtualKubelet,
+    call_deltas,
     cleanup_external,
     common_arguments,
     create_pods,
@@ -68,15 +66,13 @@ from common import (
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000b0b0"
 RESOURCE_GROUP = "vk-bench"
 REGION = "westeurope"
-_LISTENING = re.compile(r"localarm listening on (http://\S+)")
 
 
-class LocalArm:
+class LocalArm(ListeningServer):
     """The local ARM server as a process (its log in the work directory)."""
 
     def __init__(self, env: Environment, args: argparse.Namespace) -> None:
-        self.log_path = env.workdir / "localarm.log"
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "providers.aci.localarm",
@@ -97,43 +93,17 @@ class LocalArm:
             "--pull-seconds",
             str(args.pull_seconds),
         ]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base_url = ""
+        super().__init__("localarm", argv, env.workdir / "localarm.log")
         self.session: aiohttp.ClientSession | None = None
 
-    def spawn(self) -> subprocess.Popen[bytes]:
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                start_new_session=True,
-            )
-
     async def start(self, timeout: float = 30) -> str:
-        self.proc = self.spawn()
-        deadline = time.monotonic() + timeout
-        while not self.base_url:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"localarm exited {self.proc.returncode}: {self.tail()}")
-            found = _LISTENING.search(self.log_path.read_text(errors="replace"))
-            if found:
-                self.base_url = found.group(1)
-            elif time.monotonic() > deadline:
-                raise RuntimeError(f"localarm not listening after {timeout}s: {self.tail()}")
-            else:
-                await asyncio.sleep(0.05)
+        url = await super().start(timeout)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        return self.base_url
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return url
 
     async def admin(self, path: str) -> Any:
         assert self.session is not None
-        async with self.session.get(f"{self.base_url}/_localarm/{path}") as resp:
+        async with self.session.get(f"{self.url}/_localarm/{path}") as resp:
             resp.raise_for_status()
             return await resp.json()
 
@@ -146,16 +116,7 @@ class LocalArm:
     async def stop(self) -> int | None:
         if self.session is not None:
             await self.session.close()
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return self.stop_process()
 
 
 class AciVirtualKubelet(VirtualKubelet):
@@ -185,7 +146,7 @@ async def sample_calls(arm: LocalArm, watch: PodWatch, since: float, every: floa
     while True:
         await asyncio.sleep(every)
         stats = await arm.stats()
-        delta = diff_calls(previous, stats["calls"])
+        delta = call_deltas(previous, stats["calls"])
         previous = stats["calls"]
         short = {
             "put": sum(v for k, v in delta.items() if k.startswith("ContainerGroups_CreateOrUpdate")),
@@ -197,12 +158,6 @@ async def sample_calls(arm: LocalArm, watch: PodWatch, since: float, every: floa
             f"  t={time.time() - since:6.1f}s running={watch.running:5d} "
             f"calls {short} 429s {stats['throttled']}"
         )
-
-
-def diff_calls(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    keys = set(before) | set(after)
-    out = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-    return dict(sorted((k, v) for k, v in out.items() if v))
 
 
 async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace: str) -> dict[str, Any]:
@@ -282,8 +237,8 @@ async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace:
             failures = await arm.validation_failures()
     finally:
         code = await arm.stop()
-    burst_calls = diff_calls(stats_before["calls"], stats_running["calls"])
-    steady_calls = diff_calls(window_start["calls"], window_end["calls"])
+    burst_calls = call_deltas(stats_before["calls"], stats_running["calls"])
+    steady_calls = call_deltas(window_start["calls"], window_end["calls"])
     per_minute = {k: round(v * 60 / window, 1) for k, v in steady_calls.items()}
     throttled_burst = {
         k: stats_running["throttled"].get(k, 0) - stats_before["throttled"].get(k, 0)

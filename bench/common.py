@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import ssl
@@ -834,3 +835,63 @@ def run_benchmark(
         return 130
     final_line(figures)
     return 0
+
+
+class ListeningServer:
+    """A local backend run as a subprocess (the ARM server, moto) that logs ``<name> listening on
+    <url>`` once it serves; its log in the work directory."""
+
+    def __init__(self, name: str, argv: list[str], log_path: pathlib.Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._listening = re.compile(rf"{re.escape(name)} listening on (http://\S+)")
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 60) -> str:
+        self.proc = self.spawn()
+        deadline = time.monotonic() + timeout
+        while not self.url:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.tail()}")
+            found = self._listening.search(self.log_path.read_text(errors="replace"))
+            if found:
+                self.url = found.group(1)
+            elif time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not listening after {timeout}s: {self.tail()}")
+            else:
+                await asyncio.sleep(0.05)
+        return self.url
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_process(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def call_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The calls made between two counts by name (non-zero ones), sorted by name."""
+    keys = set(before) | set(after)
+    return {k: v for k in sorted(keys) if (v := after.get(k, 0) - before.get(k, 0))}

@@ -29,9 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -41,8 +38,10 @@ from common import (
     REPO,
     Api,
     Environment,
+    ListeningServer,
     PodWatch,
     VirtualKubelet,
+    call_deltas,
     cleanup_external,
     common_arguments,
     create_pods,
@@ -62,43 +61,13 @@ from common import (
 sys.path.insert(0, str(REPO))
 from tests.fargate.moto_fixtures import CLIENT_CONFIG, CREDENTIALS, prepare_account, session
 
-_LISTENING = re.compile(r"moto listening on (http://\S+)")
 
-
-class Moto:
+class Moto(ListeningServer):
     """moto's server (with the tests' driver) as a process, its log in the work directory."""
 
     def __init__(self, env: Environment) -> None:
-        self.log_path = env.workdir / "moto.log"
-        self.argv = [sys.executable, "-m", "tests.fargate.motoserver", "--port", "0"]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                start_new_session=True,
-            )
-
-    async def start(self, timeout: float = 60) -> str:
-        self.proc = self.spawn()
-        deadline = time.monotonic() + timeout
-        while not self.url:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto exited {self.proc.returncode}")
-            found = _LISTENING.search(self.log_path.read_text(errors="replace"))
-            if found:
-                self.url = found.group(1)
-            elif time.monotonic() > deadline:
-                raise RuntimeError(f"moto not listening after {timeout}s")
-            else:
-                await asyncio.sleep(0.05)
-        return self.url
+        argv = [sys.executable, "-m", "tests.fargate.motoserver", "--port", "0"]
+        super().__init__("moto", argv, env.workdir / "moto.log")
 
     async def calls(self) -> dict[str, int]:
         async with aiohttp.ClientSession() as session, session.get(f"{self.url}/_driver/calls") as resp:
@@ -106,16 +75,7 @@ class Moto:
             return await resp.json(content_type=None)  # type: ignore[no-any-return]
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return self.stop_process()
 
 
 class FargateVirtualKubelet(VirtualKubelet):
@@ -142,9 +102,10 @@ async def tasks_per_pod(url: str, cluster: str) -> dict[str, int]:
 
 
 def diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    keys = set(before) | set(after)
-    changed = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-    return {k: v for k, v in sorted(changed.items()) if v and not k.startswith(("GET ", "POST /_driver"))}
+    """AWS calls only (not the driver's own GETs and POSTs)."""
+    return {
+        k: v for k, v in call_deltas(before, after).items() if not k.startswith(("GET ", "POST /_driver"))
+    }
 
 
 async def phase(args: argparse.Namespace, env: Environment, api: Api, namespace: str) -> dict[str, Any]:
