@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import importlib.resources
 import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 import jsonschema
@@ -532,3 +534,31 @@ def coerce_parameter(param: Parameter, raw: str) -> Any:
     if param.swagger_type == "boolean" and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
     return raw
+
+
+class ShippedSpec:
+    """A Swagger document shipped in a package's ``spec/`` directory, with its ``examples/``."""
+
+    def __init__(self, package: str, filename: str) -> None:
+        self._dir = importlib.resources.files(package) / "spec"
+        self._filename = filename
+
+    @cache  # noqa: B019 (one per server module, alive for the process anyway)
+    def _text(self) -> str:
+        return str((self._dir / self._filename).read_text(encoding="utf-8"))
+
+    def load_spec(self) -> dict[str, Any]:
+        """A fresh copy of the shipped Swagger document."""
+        loaded: dict[str, Any] = json.loads(self._text())
+        return loaded
+
+    def example_names(self) -> list[str]:
+        """File names of the stored examples (``examples/*.json``)."""
+        return sorted(p.name for p in (self._dir / "examples").iterdir() if p.name.endswith(".json"))
+
+    def load_example(self, name: str) -> dict[str, Any]:
+        """A stored example by file name (``.json`` may be left out)."""
+        if not name.endswith(".json"):
+            name += ".json"
+        loaded: dict[str, Any] = json.loads((self._dir / "examples" / name).read_text(encoding="utf-8"))
+        return loaded

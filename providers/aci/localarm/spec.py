@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
-import json
-from functools import cache
 from typing import Any
 
 from providers import swagger
@@ -50,32 +47,10 @@ __all__ = [
 API_VERSION = "2023-05-01"
 
 
-def _spec_dir() -> Any:
-    return importlib.resources.files(__package__) / "spec"
-
-
-@cache
-def _load_spec_text() -> str:
-    return str((_spec_dir() / "containerInstance.json").read_text(encoding="utf-8"))
-
-
-def load_spec() -> dict[str, Any]:
-    """A fresh copy of the shipped Swagger document."""
-    loaded: dict[str, Any] = json.loads(_load_spec_text())
-    return loaded
-
-
-def example_names() -> list[str]:
-    """File names of the stored examples (``examples/*.json``)."""
-    return sorted(p.name for p in (_spec_dir() / "examples").iterdir() if p.name.endswith(".json"))
-
-
-def load_example(name: str) -> dict[str, Any]:
-    """A stored example by file name, e.g. ``ContainerGroupsGet_Succeeded.json``."""
-    if not name.endswith(".json"):
-        name += ".json"
-    loaded: dict[str, Any] = json.loads((_spec_dir() / "examples" / name).read_text(encoding="utf-8"))
-    return loaded
+_SHIPPED = swagger.ShippedSpec(__package__ or __name__.rpartition(".")[0], "containerInstance.json")
+load_spec = _SHIPPED.load_spec
+example_names = _SHIPPED.example_names
+load_example = _SHIPPED.load_example
 
 
 class SpecDocument(swagger.SpecDocument):
