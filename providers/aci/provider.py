@@ -363,7 +363,8 @@ class AciProvider:
 
     async def update_pod(self, pod: PreparedPod) -> None:
         """A new image redeploys the group with the same spec (ACI restarts its containers);
-        anything else the core passes (activeDeadlineSeconds) has nothing to change in ACI."""
+        anything else the core passes (activeDeadlineSeconds, which the core enforces) has nothing to
+        change in ACI."""
         ref = pod.ref
         name = self.group_name(ref)
         group = self._group_of(pod)

@@ -481,8 +481,6 @@ def task_plan(
         arn = registry_arns.get(image_registry(str(definition["image"])))
         if arn is not None:
             definition["repositoryCredentials"] = {"credentialsParameter": arn}
-    if spec.get("activeDeadlineSeconds"):
-        _warn(warnings, "spec.activeDeadlineSeconds", "FieldNotSupported", "not enforced on Fargate")
     # per node and cluster: each deregisters its own (task definitions are account-wide)
     digest = naming.content_hash({"node": node, "cluster": config.cluster_name, **body})
     pod_inits = tuple(name for name in init_names if name != naming.FILES_CONTAINER)

@@ -452,7 +452,7 @@ class FargateProvider:
 
     async def update_pod(self, pod: PreparedPod) -> None:
         """ECS cannot change a running task: a new image is refused (the pod keeps running);
-        activeDeadlineSeconds, the other change the core passes, is not enforced here."""
+        activeDeadlineSeconds, the other change the core passes, is enforced by the core."""
         ref = pod.ref
         record = self.pods.get(ref.uid)
         latest = record.latest() if record else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -128,6 +129,46 @@ async def test_spec_update_reaches_the_provider_or_says_why_not(
     event = await wait_event(admin, namespace, "upd", "ProviderUpdateFailed")
     assert event["type"] == "Warning" and "activeDeadlineSeconds" in event["message"]
     assert await pod_phase(admin, namespace, "upd") == "Running"
+
+
+async def test_a_pod_past_its_active_deadline_is_failed_and_stopped_in_the_provider(
+    admin: Kube, namespace: str, virtual_node: StartNode
+) -> None:
+    """activeDeadlineSeconds is the kubelet's to enforce, so ours, whatever the provider can do: the
+    mock refuses to change it after creation, and a lowered deadline is enforced all the same."""
+    vn = await virtual_node()
+    short = await create_pod(admin, namespace, pod_manifest("short", vn.name, activeDeadlineSeconds=3))
+    lowered = await create_pod(admin, namespace, pod_manifest("lowered", vn.name, activeDeadlineSeconds=600))
+    await wait_phase(admin, namespace, "lowered", "Running")
+    await admin.patch(pod_path(namespace, "lowered"), {"spec": {"activeDeadlineSeconds": 2}}, MERGE_PATCH)
+
+    for pod in (short, lowered):
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        failed = await wait_phase(admin, namespace, name, "Failed", timeout=60)
+        status = failed["status"]
+        assert (status["reason"], status["message"]) == (
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+        )
+        [container] = status["containerStatuses"]
+        assert container["state"]["terminated"]["reason"] == "DeadlineExceeded"
+        assert container["state"]["terminated"]["exitCode"] == 137
+        event = await wait_event(admin, namespace, name, "DeadlineExceeded")
+        assert event["type"] == "Normal"
+        await eventually(
+            lambda uid=uid: _async(uid not in vn.provider_uids()),
+            what=f"{name} gone from the provider",
+        )
+        # Ran at least its deadline: the deadline counts from startTime, as the kubelet's.
+        started = datetime.datetime.fromisoformat(status["startTime"].replace("Z", "+00:00"))
+        ended = datetime.datetime.fromisoformat(
+            container["state"]["terminated"]["finishedAt"].replace("Z", "+00:00")
+        )
+        assert (ended - started).total_seconds() >= 2
+    assert vn.provider_state()["calls"]["create"] == {
+        short["metadata"]["uid"]: 1,
+        lowered["metadata"]["uid"]: 1,
+    }
 
 
 async def test_graceful_delete_finishes_as_soon_as_the_provider_stops(

@@ -15,6 +15,7 @@ from vk_operator.domain.model import (
     ProviderPodStatus,
     TerminatedState,
 )
+from vk_operator.domain.pod_meta import active_deadline_left
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(seconds=30)
@@ -938,6 +939,7 @@ _RUNNING_STATUS: dict[str, Any] = {
     [
         (pod_status.stopped_status, PodPhase.SUCCEEDED, "Completed", 0, None),
         (pod_status.lost_status, PodPhase.FAILED, "ProviderLost", 137, "ProviderLost"),
+        (pod_status.deadline_status, PodPhase.FAILED, "DeadlineExceeded", 137, "DeadlineExceeded"),
     ],
 )
 def test_stopped_and_lost_status_end_every_container(
@@ -1018,7 +1020,17 @@ def test_an_init_container_that_never_started_stays_waiting_when_the_pod_stops()
     assert stopped.init_containers == ()
 
 
-@pytest.mark.parametrize("function", [pod_status.stopped_status, pod_status.lost_status])
+def test_deadline_status_says_what_the_kubelet_says() -> None:
+    ended = pod_status.deadline_status(_pod("a", status=_RUNNING_STATUS), T1)
+    assert (ended.reason, ended.message) == (
+        "DeadlineExceeded",
+        "Pod was active on the node longer than the specified deadline",
+    )
+
+
+@pytest.mark.parametrize(
+    "function", [pod_status.stopped_status, pod_status.lost_status, pod_status.deadline_status]
+)
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_a_terminal_phase_is_final(function: Any, phase: str) -> None:
     previous = {
@@ -1032,6 +1044,30 @@ def test_a_terminal_phase_is_final(function: Any, phase: str) -> None:
     assert ended.phase.value == phase
     assert ended.reason == previous["reason"]
     assert ended.containers == ()
+
+
+# --- active_deadline_left -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("deadline", "start", "now", "left"),
+    [
+        (30, T0_TEXT, T0, 30.0),
+        (30, T0_TEXT, T1, 0.0),  # runs out exactly at startTime + activeDeadlineSeconds
+        (30, T0_TEXT, T1 + datetime.timedelta(seconds=5), -5.0),
+        (1, "2026-01-01T00:00:00.500000Z", T0, 1.5),
+        (30, None, T1, None),  # not started: the kubelet counts from startTime
+        (None, T0_TEXT, T1, None),  # no deadline
+        (True, T0_TEXT, T1, None),  # not a number of seconds (the apiserver admits none such)
+    ],
+)
+def test_active_deadline_left(
+    deadline: Any, start: str | None, now: datetime.datetime, left: float | None
+) -> None:
+    pod = _pod("a")
+    if deadline is not None:
+        pod["spec"]["activeDeadlineSeconds"] = deadline
+    assert active_deadline_left(pod, start, now) == left
 
 
 # --- status_changed, status_patch ---------------------------------------------------------------

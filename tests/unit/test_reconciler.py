@@ -181,6 +181,8 @@ class Harness:
     def close(self) -> None:
         for k in list(self.queue._timers):
             self.queue.forget(k)
+        for k in list(self.queue._wakes):
+            self.queue.forget_wake(k)
 
 
 @pytest.fixture
@@ -718,6 +720,115 @@ async def test_a_running_pod_the_provider_lost_fails(make: Callable[..., Harness
     [container] = status["containerStatuses"]
     assert container["state"]["terminated"]["exitCode"] == 137
     assert h.provider.calls["create_pod"] == 1  # a lost pod is not started again
+
+
+# -- activeDeadlineSeconds -------------------------------------------------------------------------------
+DEADLINE = ("DeadlineExceeded", "Normal", "Pod was active on the node longer than the specified deadline")
+
+
+def with_deadline(name: str, seconds: int, **kwargs: Any) -> dict[str, Any]:
+    pod = manifest(name, **kwargs)
+    pod["spec"]["activeDeadlineSeconds"] = seconds
+    return pod
+
+
+async def test_a_pod_past_its_active_deadline_is_stopped_and_failed_as_by_the_kubelet(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
+    await h.settle()
+    assert h.status("job")["phase"] == "Running"
+    assert h.status("job")["startTime"] == "2026-01-01T00:00:00Z"
+    wake = h.queue.wake_pending(key("job"))
+    assert wake is not None and 29 < wake <= 30  # woken when the deadline runs out...
+    assert not h.queue.scheduled(key("job"))  # ... which is no retry: resyncs still reach the pod
+
+    h.clock.advance(29)
+    await h.reconcile("job")  # a resync before the deadline leaves it running
+    assert h.status("job")["phase"] == "Running" and h.provider.deleted == []
+
+    h.clock.advance(1)
+    await h.reconcile("job")  # the wake-up
+    assert h.provider.deleted == [uid] and uid not in h.provider.pods
+    status = h.status("job")
+    assert (status["phase"], status["reason"], status["message"]) == ("Failed", *DEADLINE[::2])
+    [container] = status["containerStatuses"]
+    terminated = container["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "DeadlineExceeded")
+    assert DEADLINE in h.events("job")
+
+    await h.resync(relist=True)
+    await h.settle()
+    assert h.provider.calls["create_pod"] == 1  # a Failed pod is never started again
+    assert h.reasons("job").count("DeadlineExceeded") == 1
+
+
+async def test_a_pod_that_ran_past_its_deadline_while_we_were_down_is_ended_at_adoption(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    pod = with_deadline("job", 60, uid="uid-job")
+    reported = h.provider.run(pod)  # started at T0 by our previous incarnation
+    pod["status"] = pod_status(pod, reported, HOST_IP, h.clock.utcnow())
+    h.kube.add(pod)
+    h.clock.advance(3600)
+
+    await h.start()
+
+    assert h.provider.deleted == ["uid-job"]
+    assert h.status("job")["reason"] == "DeadlineExceeded"
+    assert h.provider.calls["create_pod"] == 0
+
+
+async def test_a_pod_that_ends_before_its_deadline_is_left_as_it_ended(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
+    await h.settle()
+    done = ContainerStatus("app", "nginx:1.27", ContainerPhase.TERMINATED, exit_code=0, started_at=None)
+    h.provider.set_status(uid, ProviderPodStatus(PodPhase.SUCCEEDED, (done,), start_time=None))
+    h.clock.advance(10)
+    await h.reconcile("job")
+    assert h.status("job")["phase"] == "Succeeded"
+
+    h.clock.advance(60)
+    await h.reconcile("job")
+    assert h.status("job")["phase"] == "Succeeded" and "reason" not in h.status("job")
+    assert "DeadlineExceeded" not in h.reasons("job")
+    assert h.provider.deleted == []
+
+
+async def test_a_failed_stop_at_the_deadline_is_retried_before_the_pod_is_failed(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    await h.start()
+    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
+    await h.settle()
+    h.provider.errors["delete_pod"] = TransientError("backend busy")
+    h.clock.advance(30)
+    await h.reconcile("job")
+
+    assert h.status("job")["phase"] == "Running"  # not Failed while it still runs in the provider
+    assert ("ProviderDeleteFailed", "Warning", "backend busy") in h.events("job")
+    assert h.queue.retry_pending(key("job"))
+
+    del h.provider.errors["delete_pod"]
+    await h.reconcile("job")  # the retry
+    assert uid not in h.provider.pods
+    assert h.status("job")["reason"] == "DeadlineExceeded"
+
+
+async def test_a_pod_without_a_deadline_is_never_woken(make: Callable[..., Harness]) -> None:
+    h = make()
+    await h.start()
+    await h.add("web")
+    assert h.queue.wake_pending(key("web")) is None
+    h.clock.advance(10**6)
+    await h.reconcile("web")
+    assert h.status("web")["phase"] == "Running"
 
 
 # -- bulk status -----------------------------------------------------------------------------------------

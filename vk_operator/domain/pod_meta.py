@@ -33,6 +33,18 @@ def grace_left(pod: Mapping[str, Any], now: datetime.datetime) -> float:
     return (deadline - now).total_seconds()
 
 
+def active_deadline_left(
+    pod: Mapping[str, Any], start_time: str | None, now: datetime.datetime
+) -> float | None:
+    """Seconds until ``spec.activeDeadlineSeconds`` runs out, counted from the pod's
+    ``status.startTime`` as the kubelet counts it (None: no deadline, or the pod has not started)."""
+    seconds = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not start_time:
+        return None
+    started = datetime.datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+    return (started - now).total_seconds() + seconds
+
+
 def spec_fingerprint(pod: Mapping[str, Any]) -> bytes:
     """The spec fields a provider may act on after creation (images, deadlines), as a digest:
     16 bytes held per pod instead of the strings themselves."""

@@ -62,9 +62,13 @@ NEVER_STARTED_EXIT_CODE = 128
 _STOPPED_REASON = "Completed"
 _STOPPED_MESSAGE = "stopped by the provider on pod deletion"
 _LOST_REASON = "ProviderLost"
-_LOST_EXIT_CODE = 137  # as if killed: what the kubelet reports for a container it could not find
+_KILLED_EXIT_CODE = 137  # SIGKILL: what the kubelet reports for a container killed or not found
 _LOST_CONTAINER_MESSAGE = "the provider no longer runs this container"
 _LOST_POD_MESSAGE = "the pod vanished from the provider"
+# spec.activeDeadlineSeconds ran out: the kubelet's reason and message (pkg/kubelet/active_deadline.go).
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+_DEADLINE_CONTAINER_MESSAGE = "stopped in the provider: the pod's activeDeadlineSeconds ran out"
 _TERMINAL_PHASES = {p.value: p for p in (PodPhase.SUCCEEDED, PodPhase.FAILED)}
 
 
@@ -391,11 +395,17 @@ def pending_status(
 
 
 def _ended(
-    pod: Pod, now: datetime.datetime, reason: str, message: str, exit_code: int, lost: bool
+    pod: Pod,
+    now: datetime.datetime,
+    reason: str,
+    message: str,
+    exit_code: int,
+    failure: tuple[str, str] | None = None,
 ) -> ProviderPodStatus:
     """Every container of ``pod`` that ran has ended with ``exit_code``; ones that had already ended
     are left out so that :func:`pod_status` keeps how they ended; init containers that never started
-    are left out too (they stay waiting, as the kubelet leaves them)."""
+    are left out too (they stay waiting, as the kubelet leaves them). ``failure``: the pod failed,
+    with this reason and message (unless it had already ended)."""
     status = pod.get("status") or {}
     spec = pod.get("spec") or {}
 
@@ -432,8 +442,8 @@ def _ended(
     terminal = _TERMINAL_PHASES.get(status.get("phase") or "")
     if terminal is not None:  # a terminal phase is final (the apiserver refuses to leave one)
         phase, pod_reason, pod_message = terminal, status.get("reason"), status.get("message")
-    elif lost:
-        phase, pod_reason, pod_message = PodPhase.FAILED, _LOST_REASON, _LOST_POD_MESSAGE
+    elif failure is not None:
+        phase, (pod_reason, pod_message) = PodPhase.FAILED, failure
     else:
         # A container that had already failed fails the pod, as with the kubelet.
         failed_before = any(
@@ -454,12 +464,27 @@ def _ended(
 
 def stopped_status(pod: Pod, now: datetime.datetime) -> ProviderPodStatus:
     """What to report once a graceful delete stopped ``pod`` in the provider: its containers ended."""
-    return _ended(pod, now, _STOPPED_REASON, _STOPPED_MESSAGE, 0, lost=False)
+    return _ended(pod, now, _STOPPED_REASON, _STOPPED_MESSAGE, 0)
 
 
 def lost_status(pod: Pod, now: datetime.datetime) -> ProviderPodStatus:
     """The provider no longer has a pod we created: it failed, like a pod on a node that lost it."""
-    return _ended(pod, now, _LOST_REASON, _LOST_CONTAINER_MESSAGE, _LOST_EXIT_CODE, lost=True)
+    return _ended(
+        pod, now, _LOST_REASON, _LOST_CONTAINER_MESSAGE, _KILLED_EXIT_CODE, (_LOST_REASON, _LOST_POD_MESSAGE)
+    )
+
+
+def deadline_status(pod: Pod, now: datetime.datetime) -> ProviderPodStatus:
+    """``pod`` ran past its activeDeadlineSeconds and was stopped in the provider: Failed with the
+    kubelet's reason, its running containers killed (137, as a kill after the grace period)."""
+    return _ended(
+        pod,
+        now,
+        DEADLINE_EXCEEDED,
+        _DEADLINE_CONTAINER_MESSAGE,
+        _KILLED_EXIT_CODE,
+        (DEADLINE_EXCEEDED, DEADLINE_MESSAGE),
+    )
 
 
 # Top-level status fields we set only sometimes: a strategic-merge patch keeps what it does not

@@ -3,7 +3,8 @@
 A key is queued at most once (a burst of events for a pod costs one reconcile), never held by two
 workers at once (a key that changes while a worker has it is queued again when the worker is
 done), and has at most one retry timer: a retry asked for while one is pending keeps the earlier
-one, so failures can never multiply into parallel retry chains.
+one, so failures can never multiply into parallel retry chains. A wake-up (a deadline coming due)
+is a timer of its own: it is not a retry, so periodic resyncs still reach the key meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class WorkQueue:
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._wakes: dict[Key, asyncio.TimerHandle] = {}
 
     def add(self, key: Key) -> None:
         if key in self._active:
@@ -41,6 +43,25 @@ class WorkQueue:
         self._timers.pop(key, None)
         self.add(key)
 
+    def wake_after(self, key: Key, delay: float) -> None:
+        """Queue ``key`` once ``delay`` seconds have passed (the earliest wake-up asked for wins)."""
+        loop = asyncio.get_running_loop()
+        pending = self._wakes.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
+        self._wakes[key] = loop.call_later(delay, self._wake, key)
+
+    def _wake(self, key: Key) -> None:
+        self._wakes.pop(key, None)
+        self.add(key)
+
+    def wake_pending(self, key: Key) -> float | None:
+        """Seconds until ``key``'s wake-up (None: none is set)."""
+        pending = self._wakes.get(key)
+        return None if pending is None else pending.when() - asyncio.get_running_loop().time()
+
     def retry_pending(self, key: Key) -> bool:
         """Whether a retry of ``key`` is scheduled (a periodic resync leaves such keys alone)."""
         return key in self._timers
@@ -54,6 +75,12 @@ class WorkQueue:
     def forget(self, key: Key) -> None:
         """Drop a pending retry (the pod is done: gone, or created after all)."""
         timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def forget_wake(self, key: Key) -> None:
+        """Drop a wake-up (no pod of the key is left to wake for)."""
+        timer = self._wakes.pop(key, None)
         if timer is not None:
             timer.cancel()
 

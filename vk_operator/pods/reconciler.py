@@ -9,7 +9,8 @@ capped backoff for as long as it takes, as the kubelet keeps it in CreateContain
 the deadline is for provider failures. Right after a pod is bound, the API may refuse its
 ConfigMaps/Secrets (403) and its token (404) until the Node authorizer and NodeRestriction have
 seen the binding: such refusals are retried quickly and quietly for a few seconds before they are
-reported.
+reported. A pod that outlives its ``activeDeadlineSeconds`` is stopped in the provider and Failed
+with ``DeadlineExceeded``, as the kubelet does, whatever the provider can enforce itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from vk_operator.domain import pod_status as status_domain
 from vk_operator.domain.clock import utcnow
 from vk_operator.domain.errors import NotFoundError, ProviderError
 from vk_operator.domain.model import Pod, PodPhase, ProviderPodStatus
-from vk_operator.domain.pod_meta import Key, grace_left, pod_key, resource_version, spec_fingerprint
+from vk_operator.domain.pod_meta import (
+    Key,
+    active_deadline_left,
+    grace_left,
+    pod_key,
+    resource_version,
+    spec_fingerprint,
+)
 from vk_operator.domain.prepared import PERMANENT_REASONS, WAITING_REASONS, Preparation, prepare
 from vk_operator.guard import ProviderGuard
 from vk_operator.kube import ApiError, Kube
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 # Event or a status, as long as the pod was first seen less than QUIET_WINDOW seconds ago.
 QUIET_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.8)
 QUIET_WINDOW = 10.0
+_TERMINAL = ("Succeeded", "Failed")
 MAX_BACKOFF_EXPONENT = 64  # attempts beyond this all wait the cap (2.0 ** 1024 overflows)
 
 
@@ -124,6 +133,8 @@ class Reconciler:
         quiet = self._quiet.get(key)
         if quiet is not None and (record is None or record.ref.uid != quiet.uid):
             del self._quiet[key]
+        if record is None:
+            self.queue.forget_wake(key)
 
     # -- orphans -------------------------------------------------------------------------------------
     async def _remove_orphans(self, key: Key, keep_uid: str | None) -> None:
@@ -187,8 +198,10 @@ class Reconciler:
         return True
 
     async def _create(self, pod: Pod, record: PodRecord) -> None:
-        if record.phase in ("Succeeded", "Failed"):
+        if record.phase in _TERMINAL:
             return  # terminal pods are never started again
+        if await self._past_deadline(pod, record, (pod.get("status") or {}).get("startTime")):
+            return  # e.g. its deadline ran out while this process was down
         quiet = self._quiet.get(record.key)
         if quiet is None or quiet.uid != record.ref.uid:
             self._quiet[record.key] = _Quiet(record.ref.uid, self.clock.monotonic())
@@ -301,9 +314,38 @@ class Reconciler:
             # nothing is left to poll or delete.
             record.in_provider = False
             reported = status_domain.lost_status(pod, self.clock.utcnow())
-        await self._write_status(
-            pod, record, status_domain.pod_status(pod, reported, self.host_ip, self.clock.utcnow())
-        )
+        status = status_domain.pod_status(pod, reported, self.host_ip, self.clock.utcnow())
+        ended = reported.phase in (PodPhase.SUCCEEDED, PodPhase.FAILED) or record.phase in _TERMINAL
+        if not ended and await self._past_deadline(pod, record, status.get("startTime")):
+            return
+        await self._write_status(pod, record, status)
+
+    async def _past_deadline(self, pod: Pod, record: PodRecord, start_time: str | None) -> bool:
+        """Whether ``pod`` ran out of its activeDeadlineSeconds (counted from ``start_time``) and
+        was ended for it; one that has time left is woken when it runs out."""
+        left = active_deadline_left(pod, start_time, self.clock.utcnow())
+        if left is None:
+            return False
+        if left > 0:
+            self.queue.wake_after(record.key, left)
+            return False
+        if record.in_provider:
+            try:
+                await self.guard.call("delete_pod", self.provider.delete_pod, record.ref)
+            except NotFoundError:
+                pass
+            except ProviderError as exc:
+                self.events.record(pod, "ProviderDeleteFailed", exc.message, warning=True)
+                record.attempts += 1
+                self._retry(record)
+                return True
+            record.in_provider = False
+        self.queue.forget(record.key)
+        self.events.record(pod, status_domain.DEADLINE_EXCEEDED, status_domain.DEADLINE_MESSAGE)
+        now = self.clock.utcnow()
+        ended = status_domain.deadline_status(pod, now)
+        await self._write_status(pod, record, status_domain.pod_status(pod, ended, self.host_ip, now))
+        return True
 
     async def _update(self, pod: Pod, record: PodRecord, fingerprint: bytes) -> None:
         record.fingerprint = fingerprint
