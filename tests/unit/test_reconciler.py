@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.unit.fakes import FakeBulkProvider, FakeClock, FakeKube, FakeProvider
 from vk_operator.domain.model import ContainerPhase, ContainerStatus, PodPhase, ProviderPodStatus
 from vk_operator.domain.pod_status import pod_status
@@ -720,6 +721,41 @@ async def test_a_running_pod_the_provider_lost_fails(make: Callable[..., Harness
     [container] = status["containerStatuses"]
     assert container["state"]["terminated"]["exitCode"] == 137
     assert h.provider.calls["create_pod"] == 1  # a lost pod is not started again
+
+
+# -- workers ---------------------------------------------------------------------------------------------
+async def test_status_is_written_while_every_other_worker_waits_on_a_create(
+    make: Callable[..., Harness],
+) -> None:
+    """A cloud's write rate can hold creates for minutes in a burst: the pods already running keep
+    having their status written, by workers that creates may not take."""
+    h = make(workers=4, timeouts=CallTimeouts(create=600.0))
+    await h.start()
+    uid = (await h.add("web"))["metadata"]["uid"]
+    workers = [asyncio.create_task(h.controller._worker()) for _ in range(4)]
+    try:
+        h.provider.hang.add("create_pod")
+        for i in range(8):
+            h.kube.add(manifest(f"burst-{i}"))
+        h.deliver()
+
+        async def creates_held() -> bool:
+            return h.provider.calls["create_pod"] >= 1 + 3  # web's, then three held (of four workers)
+
+        await eventually(creates_held, interval=0.01, what="three creates held")
+        done = ContainerStatus("app", "nginx:1.27", ContainerPhase.TERMINATED, exit_code=0)
+        h.provider.set_status(uid, ProviderPodStatus(PodPhase.SUCCEEDED, (done,)))
+        h.queue.add(key("web"))  # as a status poll or the provider's notification does
+
+        async def web_written() -> bool:
+            return bool(h.status("web")["phase"] == "Succeeded")
+
+        await eventually(web_written, interval=0.01, what="web's status written")
+        assert h.provider.calls["create_pod"] == 1 + 3  # no fourth create took the last worker
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
 
 # -- activeDeadlineSeconds -------------------------------------------------------------------------------

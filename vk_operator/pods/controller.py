@@ -64,7 +64,9 @@ class PodController:
         self.guard = guard or ProviderGuard()
         self.events = EventRecorder(kube, node_name, qps=event_qps, burst=event_burst)
         self.store = PodStore()
-        self.queue = WorkQueue()
+        # Workers kept for status writes of running pods, whatever the creates and deletes wait for.
+        reserved = max(1, workers // 8) if workers > 1 else 0
+        self.queue = WorkQueue(status_only=self._status_only, provider_slots=workers - reserved)
         self.lister = PodLister(kube, node_name, namespace)
         self.clock = clock or Clock()
         self.bulk: BulkStatusPoller | None = None
@@ -160,6 +162,15 @@ class PodController:
     def _api_pod_of(self, uid: str) -> Pod | None:
         record = self.store.get(uid)
         return record.api_pod if record is not None else None
+
+    def _status_only(self, key: Key) -> bool:
+        """Whether the key's next reconcile only syncs status: its one pod runs in the provider, with
+        nothing to create, delete or remove as an orphan."""
+        records = self.store.of_key(key)
+        if len(records) != 1:
+            return False
+        record = records[0]
+        return record.in_provider and not record.terminating and record.packed is not None
 
     def _on_provider_change(self, ref: PodRef) -> None:
         self.queue.add((ref.namespace, ref.name))

@@ -5,20 +5,35 @@ workers at once (a key that changes while a worker has it is queued again when t
 done), and has at most one retry timer: a retry asked for while one is pending keeps the earlier
 one, so failures can never multiply into parallel retry chains. A wake-up (a deadline coming due)
 is a timer of its own: it is not a retry, so periodic resyncs still reach the key meanwhile.
+
+Two lanes: keys whose pod already runs in the provider (``status_only``: the reconcile reads its
+status and writes it to the API) are taken first, and at most ``provider_slots`` workers at once
+hold a key of the other lane (creates and deletes: provider writes, which a cloud rate-limits). So
+in a burst whose creates wait for a backend's write rate, the pods already started still have their
+status written on time instead of waiting behind the creates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+from collections.abc import Callable
 
 from vk_operator.domain.pod_meta import Key
 
 
 class WorkQueue:
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+    def __init__(
+        self, *, status_only: Callable[[Key], bool] = lambda key: False, provider_slots: int | None = None
+    ) -> None:
+        self._status_only = status_only
+        self._provider_slots = provider_slots
+        self._status_lane: collections.deque[Key] = collections.deque()
+        self._provider_lane: collections.deque[Key] = collections.deque()
+        self._providers_held = 0  # keys of the provider lane held by workers now
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._queued: set[Key] = set()
-        self._active: set[Key] = set()
+        self._active: dict[Key, bool] = {}  # held keys: True if taken from the provider lane
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._wakes: dict[Key, asyncio.TimerHandle] = {}
@@ -28,7 +43,8 @@ class WorkQueue:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            (self._status_lane if self._status_only(key) else self._provider_lane).append(key)
+            self._wake_one()
 
     def add_after(self, key: Key, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -85,13 +101,46 @@ class WorkQueue:
             timer.cancel()
 
     async def get(self) -> Key:
-        key = await self._queue.get()
+        while True:
+            key = self._take()
+            if key is not None:
+                return key
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: the wake-up is another worker's
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+
+    def _take(self) -> Key | None:
+        if self._status_lane:
+            key, provider = self._status_lane.popleft(), False
+        elif self._provider_lane and (
+            self._provider_slots is None or self._providers_held < self._provider_slots
+        ):
+            key, provider = self._provider_lane.popleft(), True
+            self._providers_held += 1
+        else:
+            return None
         self._queued.discard(key)
-        self._active.add(key)
+        self._active[key] = provider
         return key
 
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     def done(self, key: Key) -> None:
-        self._active.discard(key)
+        if self._active.pop(key, False):
+            self._providers_held -= 1
+            self._wake_one()  # a provider slot is free
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
@@ -102,4 +151,4 @@ class WorkQueue:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._status_lane) + len(self._provider_lane)
