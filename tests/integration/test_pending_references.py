@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import VirtualNode, events_for, eventually, pod_manifest, wait_phase
+from tests.conftest import (
+    VirtualNode,
+    chart_rules,
+    events_for,
+    eventually,
+    pod_manifest,
+    wait_event,
+    wait_phase,
+)
 from vk_operator.devcluster.cluster import free_port
-from vk_operator.kube import Kube
+from vk_operator.kube import ApiError, Kube
 
 StartNode = Callable[..., Awaitable[VirtualNode]]
 DEADLINE = 3.0  # --pod-create-deadline
@@ -39,6 +48,13 @@ def _attempts(events: list[dict[str, Any]], reason: str) -> int:
         for e in events
         if e["reason"] == reason
     )
+
+
+def _api_access_token(vn: VirtualNode, uid: str) -> str:
+    """The service-account token the provider was given in the pod's kube-api-access volume."""
+    volumes = vn.provider_state()["pods"][uid]["volumes"]
+    token: str = next(v for name, v in volumes.items() if name.startswith("kube-api-access-"))["token"]
+    return token
 
 
 async def _default_service_account(admin: Kube, namespace: str) -> None:
@@ -172,7 +188,7 @@ async def test_a_waiting_pod_requests_no_token_and_a_started_one_exactly_one(
         await _stays_pending(admin, namespace, "tokened", "MandatoryConfigMapNotFound", until=started + 4)
         waiting = await _token_requests(session, port) - before
         print(f"TokenRequests while the ConfigMap was missing ({attempts}+ attempts): {waiting}")
-        assert waiting <= 1, f"{waiting} TokenRequests over {attempts}+ attempts of a pod that cannot start"
+        assert waiting == 0, f"{waiting} TokenRequests over {attempts}+ attempts of a pod that cannot start"
 
         await admin.create(
             f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {"name": "later"}, "data": {"x": "1"}}
@@ -183,9 +199,25 @@ async def test_a_waiting_pod_requests_no_token_and_a_started_one_exactly_one(
         assert total == 1, total
 
         uid = pod["metadata"]["uid"]
-        volumes = vn.provider_state()["pods"][uid]["volumes"]
-        api_access = next(v for name, v in volumes.items() if name.startswith("kube-api-access-"))
-        assert api_access["token"].count(".") == 2  # a JWT
+        token = _api_access_token(vn, uid)
+        assert token.count(".") == 2  # a JWT
+
+        # A spec change prepares the pod again, with the token cached for its lifetime.
+        await admin.patch(
+            _pod_path(namespace, "tokened"),
+            {"spec": {"containers": [{"name": "app", "image": "nginx:1.28"}]}},
+        )
+        await wait_event(admin, namespace, "tokened", "ProviderUpdateSuccess", timeout=30)
+
+        async def updated() -> dict[str, Any] | None:
+            state = vn.provider_state()["pods"][uid]
+            return state if state["pod"]["spec"]["containers"][0]["image"] == "nginx:1.28" else None
+
+        await eventually(updated, what="the new image in the provider")
+        total = await _token_requests(session, port) - before
+        print(f"TokenRequests after a spec update too: {total}")
+        assert total == 1, f"{total} TokenRequests: the update asked for a new token"
+        assert _api_access_token(vn, uid) == token
 
 
 # -- defect 16: no Warning Events from the Node authorizer's lag right after binding ---------------------
@@ -231,3 +263,93 @@ async def test_a_burst_of_pods_with_fresh_secrets_starts_without_warnings(
         ]
     print(f"{len(warnings)} Warning Events for {count * rounds} pods")
     assert not warnings, f"{len(warnings)} Warning Events for {count * rounds} pods: {warnings[:5]}"
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        pytest.param("secrets", id="secret"),
+        pytest.param("configmaps", id="configmap"),
+        pytest.param("serviceaccounts/token", id="token"),
+    ],
+)
+async def test_a_refusal_lifted_soon_after_binding_starts_the_pod_without_a_warning(
+    admin: Kube,
+    namespace: str,
+    virtual_node: StartNode,
+    rbac_kubeconfig: Callable[..., Awaitable[Any]],
+    node_name: str,
+    resource: str,
+) -> None:
+    """Defect 16, on every run: the Node authorizer's lag is a race that a burst of pods loses only
+    now and then (the test above). Here the refusal is certain and ends as it does after a binding,
+    a moment after the first read: RBAC refuses the pod's Secret, ConfigMap or TokenRequest (the
+    same 403 as "no relationship found"; a 404 "pod not found" from the TokenRequest takes the same
+    path) until the test grants it, as soon as the virtual kubelet has been refused once."""
+    rules = []
+    for rule in chart_rules():
+        kept = [r for r in rule["resources"] if r != resource]
+        if kept:
+            rules.append({**rule, "resources": kept})
+    kubeconfig = await rbac_kubeconfig(f"vk-{node_name}", rules)
+    verb = "create" if resource == "serviceaccounts/token" else "get"
+    await admin.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        {
+            "metadata": {"name": "lifted"},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": [verb]}],
+        },
+    )
+    vn = await virtual_node("--log-level", "DEBUG", kubeconfig=kubeconfig)
+    try:
+        await _default_service_account(admin, namespace)
+        name = "fresh"
+        manifest = pod_manifest(
+            name, vn.name, automountServiceAccountToken=resource == "serviceaccounts/token"
+        )
+        if resource == "secrets":
+            await admin.create(
+                f"/api/v1/namespaces/{namespace}/secrets",
+                {"metadata": {"name": name}, "data": {"x": base64.b64encode(b"1").decode()}},
+            )
+            ref = {"secretKeyRef": {"name": name, "key": "x"}}
+            manifest["spec"]["containers"][0]["env"] = [{"name": "X", "valueFrom": ref}]
+        elif resource == "configmaps":
+            await admin.create(
+                f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {"name": name}, "data": {"x": "1"}}
+            )
+            ref = {"configMapKeyRef": {"name": name, "key": "x"}}
+            manifest["spec"]["containers"][0]["env"] = [{"name": "X", "valueFrom": ref}]
+        await admin.create(f"/api/v1/namespaces/{namespace}/pods", manifest)
+
+        # Refused once: quietly retried (the fix), or reported at once (without it). Either way the
+        # log says so, and from then on the read is allowed.
+        refused = re.compile(
+            rf"{namespace}/{name}: (refused right after binding|FailedToReadMandatory|FailedMount)"
+            rf"|cannot get a token for {namespace}/{name}"
+        )
+
+        async def was_refused() -> bool:
+            return refused.search(vn.process.log()) is not None
+
+        await eventually(was_refused, what="the virtual kubelet refused the pod's read", interval=0.05)
+        await admin.create(
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+            {
+                "metadata": {"name": "lifted"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lifted"},
+                "subjects": [{"kind": "ServiceAccount", "name": f"vk-{node_name}", "namespace": "vk-system"}],
+            },
+        )
+        pod = await wait_phase(admin, namespace, name, "Running", timeout=60)
+        assert "reason" not in pod["status"], pod["status"]
+        await wait_event(admin, namespace, name, "ProviderCreateSuccess", timeout=30)
+        warnings = [
+            (e["reason"], e["message"])
+            for e in await events_for(admin, namespace, name)
+            if e["type"] == "Warning"
+        ]
+        assert not warnings, f"Warning Events for a refusal that lasted a moment: {warnings}"
+    finally:
+        with contextlib.suppress(ApiError):
+            await admin.delete(f"/api/v1/nodes/{vn.name}")

@@ -481,6 +481,95 @@ async def test_a_resync_during_a_retry_attempt_adds_no_attempt(make: Callable[..
     assert h.queue.retry_pending(key("web"))
 
 
+async def test_a_relist_that_races_a_retry_attempts_status_write_adds_no_attempt(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relist that reads the pod after a retry attempt's status write but before its answer sees
+    the pod "changed" by that write alone: queueing it would repeat the attempt at once."""
+    h = make()
+    await h.start()
+    await h.add("worker")
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+    await h.add("web")
+    attempts = h.provider.calls["create_pod"]
+    h.provider.errors["create_pod"] = TransientError("backend still busy")  # a new status to write
+    h.kube.update(key("worker"), lambda p: p["metadata"].setdefault("labels", {}).update(x="1"))
+    h.kube.take_watch()  # a change the watch missed: the relist reads "worker" after "web"
+    h.queue.forget(key("web"))  # the retry timer fires and a worker takes the key
+    h.queue.add(key("web"))
+    held = await h.queue.get()
+
+    applied, answered = asyncio.Event(), asyncio.Event()
+    patch, get = h.kube.patch, h.kube.get
+
+    async def slow_patch(path: str, body: Any, *args: Any) -> Any:
+        written = await patch(path, body, *args)
+        applied.set()  # the status is written; its answer is on its way
+        await answered.wait()
+        return written
+
+    async def attempt() -> None:
+        try:
+            await h.controller.reconciler.reconcile(held)
+        finally:
+            h.queue.done(held)
+
+    async def relist_get(path: str, **query: Any) -> Any:
+        found = await get(path, **query)
+        if path == f"/api/v1/namespaces/{NS}/pods/worker":  # "web" was read already
+            answered.set()  # the status write's answer arrives while the relist goes on
+            await running
+        return found
+
+    monkeypatch.setattr(h.kube, "patch", slow_patch)
+    monkeypatch.setattr(h.kube, "get", relist_get)
+    running = asyncio.create_task(attempt())
+    await applied.wait()
+    await h.resync(relist=True)
+    await running
+    await h.settle()
+
+    assert h.status("web")["message"] == "backend still busy"
+    assert h.provider.calls["create_pod"] == attempts + 1  # the held attempt, not one more
+    assert h.queue.retry_pending(key("web"))
+
+
+async def test_a_pod_changed_while_it_waits_for_its_retry_keeps_one_retry_schedule(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 1 (issue 11): every failed attempt asks for a retry. A watch event (a label, an
+    annotation) reconciles a pod that waits for its retry, and that attempt's retry must not start
+    a second chain beside the first: the queue keeps one retry timer per key, the earliest."""
+    loop = asyncio.get_running_loop()
+    timers: list[tuple[tuple[Any, ...], asyncio.TimerHandle]] = []
+    call_later = loop.call_later
+
+    def recording(
+        delay: float, callback: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> asyncio.TimerHandle:
+        handle = call_later(delay, callback, *args, **kwargs)
+        timers.append((args, handle))
+        return handle
+
+    monkeypatch.setattr(loop, "call_later", recording)
+    h = make()
+    await h.start()
+    h.provider.errors["create_pod"] = TransientError("backend busy")
+    await h.add("web")
+    for n in range(3):
+
+        def relabel(pod: dict[str, Any], n: int = n) -> None:
+            pod["metadata"].setdefault("labels", {})["rev"] = str(n)
+
+        h.kube.update(key("web"), relabel)
+        await h.settle()
+
+    assert h.provider.calls["create_pod"] == 4  # the first attempt and one per change
+    live = [handle for args, handle in timers if args == (key("web"),) and not handle.cancelled()]
+    assert len(live) == 1, f"{len(live)} retry timers pending for one pod: parallel retry chains"
+    assert live[0].when() - loop.time() <= BACKOFF.delay(1)  # the earliest retry stands
+
+
 @pytest.mark.parametrize(
     ("error", "reason", "message_part"),
     [
