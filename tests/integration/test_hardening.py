@@ -3,6 +3,7 @@ retry chains, container states of pods that cannot run, capacity validation, the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,8 +14,11 @@ from tests.conftest import VirtualNode, eventually, mock_vk_args, pod_manifest, 
 from tests.integration.test_pods import create_pod, pod_path
 from tests.integration.test_provider_config import _configmap
 from vk_operator.devcluster.cluster import Cluster
+from vk_operator.domain.node import NodeIdentity
 from vk_operator.kube import ApiError, Kube
 from vk_operator.kube.client import MERGE_PATCH
+from vk_operator.node.agent import NodeAgent
+from vk_operator.provider import Capacity, NodeCondition, PermanentError
 
 StartNode = Callable[..., Awaitable[VirtualNode]]
 MOCK = "mock.vk-operator.io/"
@@ -172,6 +176,55 @@ def test_a_bad_capacity_at_start_is_exit_2_naming_the_field(
     assert process.proc.wait(timeout=60) == 2, process.log()
     last = process.log().strip().splitlines()[-1]
     assert "cpu:" in last and "memory:" in last, last
+
+
+class _UncheckedCapacity:
+    """A provider whose capacity is whatever the test says: no config model of quantities stands
+    in the way (a provider that does not use ``vk_operator.provider.Quantity``)."""
+
+    name = "unchecked"
+
+    def __init__(self, capacity: Capacity) -> None:
+        self.reported = capacity
+
+    async def capacity(self) -> Capacity:
+        return self.reported
+
+    async def node_conditions(self) -> list[NodeCondition]:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [(Capacity(cpu="lots"), "cpu"), (Capacity(memory="-5Gi"), "memory")],
+    ids=["cpu-lots", "memory-negative"],
+)
+async def test_a_providers_invalid_capacity_never_reaches_the_node(
+    admin: Kube, node_name: str, bad: Capacity, field: str
+) -> None:
+    """Defect 9, the core's half: the API server refuses a Node status with such a capacity, so
+    the node keeps its last good one (its status writes go on succeeding), and a node that never
+    had a good one is not registered, with an error naming the resource."""
+    provider = _UncheckedCapacity(Capacity(cpu="4", memory="8Gi", pods="10"))
+    fresh_name = f"{node_name}-fresh"
+    agent = NodeAgent(admin, provider, NodeIdentity(node_name, provider.name))  # type: ignore[arg-type]
+    try:
+        await agent.register()
+        provider.reported = bad
+        node = await agent.update_status()  # refused (400/422) if the bad capacity were sent
+        assert node["status"]["capacity"] == {"cpu": "4", "memory": "8Gi", "pods": "10"}
+
+        fresh = NodeAgent(admin, provider, NodeIdentity(fresh_name, provider.name))  # type: ignore[arg-type]
+        with pytest.raises(PermanentError) as refused:
+            await fresh.register()
+        assert f"{field}:" in refused.value.message, refused.value.message
+        with pytest.raises(ApiError) as missing:
+            await admin.get(f"/api/v1/nodes/{fresh_name}")
+        assert missing.value.not_found
+    finally:
+        for name in (node_name, fresh_name):
+            with contextlib.suppress(ApiError):
+                await admin.delete(f"/api/v1/nodes/{name}")
 
 
 async def test_a_pod_recreated_under_its_name_survives_its_predecessors_clean_up(

@@ -768,6 +768,36 @@ async def test_a_relist_finds_a_pod_recreated_without_watch_events(make: Callabl
     assert [record.ref.uid for record in h.controller.store] == [new]
 
 
+async def test_a_pod_that_arrives_while_a_relist_compares_is_not_taken_for_deleted(
+    make: Callable[..., Harness],
+) -> None:
+    """A list is a snapshot: a pod created after it, whose ADDED event came (and which was created
+    in the provider) while the relist was still comparing, is missing from the list but live.
+    Dropping it from the store would make it an orphan, deleted from the provider as it runs."""
+    h = make()
+    await h.start()
+    await h.add("old")
+    served = h.kube.request
+    arrived: list[str] = []
+
+    async def request(method: str, path: str, **kwargs: Any) -> Any:
+        answer = await served(method, path, **kwargs)
+        if method == "GET" and path.endswith("/pods") and not arrived:  # the list is out
+            arrived.append((await h.add("web"))["metadata"]["uid"])
+        return answer
+
+    h.kube.request = request  # type: ignore[method-assign]
+    await h.resync(relist=True)
+    await h.settle()
+
+    [uid] = arrived
+    assert h.provider.deleted == []
+    assert uid in h.provider.pods and h.provider.created.count(uid) == 1
+    assert h.status("web")["phase"] == "Running"
+    record = h.controller.store.api_record(key("web"))
+    assert record is not None and record.ref.uid == uid
+
+
 @pytest.mark.parametrize("count", [3, 150])
 async def test_a_relist_finds_pods_added_without_watch_events(
     make: Callable[..., Harness], count: int
