@@ -1,4 +1,4 @@
-"""The work queue's lanes: running pods' status before creates and deletes, which are capped."""
+"""The work queue's lanes: keys in queueing order, but creates and deletes never take every worker."""
 
 from __future__ import annotations
 
@@ -19,13 +19,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_running_pods_are_taken_before_creates() -> None:
-    q = queue()
-    for key in [("ns", "new-1"), ("ns", "running-1"), ("ns", "new-2"), ("ns", "running-2")]:
+async def test_keys_are_taken_in_queueing_order_while_provider_slots_are_free() -> None:
+    q = queue(provider_slots=2)
+    order = [("ns", "new-1"), ("ns", "running-1"), ("ns", "new-2"), ("ns", "new-3"), ("ns", "running-2")]
+    for key in order:
         q.add(key)
-    assert q.depth == 4
+    assert q.depth == 5
     taken = [await q.get() for _ in range(4)]
-    assert taken == [("ns", "running-1"), ("ns", "running-2"), ("ns", "new-1"), ("ns", "new-2")]
+    # new-3 waits for a provider slot: running-2, queued after it, is taken first.
+    assert taken == [("ns", "new-1"), ("ns", "running-1"), ("ns", "new-2"), ("ns", "running-2")]
+    q.done(("ns", "new-1"))
+    assert await q.get() == ("ns", "new-3")
 
 
 async def test_at_most_provider_slots_creates_are_held_and_status_still_flows() -> None:

@@ -6,17 +6,19 @@ done), and has at most one retry timer: a retry asked for while one is pending k
 one, so failures can never multiply into parallel retry chains. A wake-up (a deadline coming due)
 is a timer of its own: it is not a retry, so periodic resyncs still reach the key meanwhile.
 
-Two lanes: keys whose pod already runs in the provider (``status_only``: the reconcile reads its
-status and writes it to the API) are taken first, and at most ``provider_slots`` workers at once
-hold a key of the other lane (creates and deletes: provider writes, which a cloud rate-limits). So
-in a burst whose creates wait for a backend's write rate, the pods already started still have their
-status written on time instead of waiting behind the creates.
+Two lanes, taken in the order keys were queued: keys whose pod already runs in the provider
+(``status_only``: the reconcile reads its status and writes it to the API), and the others
+(creates and deletes: provider writes, which a cloud rate-limits), of which at most
+``provider_slots`` are held by workers at once. So in a burst whose creates wait for a backend's
+write rate, the pods already started still have their status written on time: the workers kept
+free take them past the queued creates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 from collections.abc import Callable
 
 from vk_operator.domain.pod_meta import Key
@@ -28,8 +30,9 @@ class WorkQueue:
     ) -> None:
         self._status_only = status_only
         self._provider_slots = provider_slots
-        self._status_lane: collections.deque[Key] = collections.deque()
-        self._provider_lane: collections.deque[Key] = collections.deque()
+        self._status_lane: collections.deque[tuple[int, Key]] = collections.deque()
+        self._provider_lane: collections.deque[tuple[int, Key]] = collections.deque()
+        self._order = itertools.count()  # queueing order across the lanes
         self._providers_held = 0  # keys of the provider lane held by workers now
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._queued: set[Key] = set()
@@ -43,7 +46,8 @@ class WorkQueue:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            (self._status_lane if self._status_only(key) else self._provider_lane).append(key)
+            lane = self._status_lane if self._status_only(key) else self._provider_lane
+            lane.append((next(self._order), key))
             self._wake_one()
 
     def add_after(self, key: Key, delay: float) -> None:
@@ -117,13 +121,15 @@ class WorkQueue:
                 raise
 
     def _take(self) -> Key | None:
-        if self._status_lane:
-            key, provider = self._status_lane.popleft(), False
-        elif self._provider_lane and (
-            self._provider_slots is None or self._providers_held < self._provider_slots
-        ):
-            key, provider = self._provider_lane.popleft(), True
+        slot_free = self._provider_slots is None or self._providers_held < self._provider_slots
+        provider = bool(self._provider_lane) and slot_free
+        if provider and self._status_lane:
+            provider = self._provider_lane[0][0] < self._status_lane[0][0]  # the older first
+        if provider:
+            _, key = self._provider_lane.popleft()
             self._providers_held += 1
+        elif self._status_lane:
+            _, key = self._status_lane.popleft()
         else:
             return None
         self._queued.discard(key)
