@@ -6,10 +6,13 @@
   bounded and is returned, the node's Lease keeps being renewed and ``kubectl logs`` keeps working;
 * bad requests (a 9 KB header, a garbage request line, a malformed header) without credentials:
   4xx or closed, at most one log line per kind, never an ERROR traceback;
-* numeric log parameters beyond int64: 400 naming the parameter.
+* numeric log parameters beyond int64: 400 naming the parameter;
+* an authenticated keep-alive connection that idles is closed after the idle timeout, while a log
+  stream (inside its request) outlives it.
 
 Everything runs on the defaults (no flag of the limits is passed), so these tests say what a node
-started without tuning does. The figures are printed (``pytest -s`` shows them).
+started without tuning does; only the idle timeout is shortened (its default, 120 s, is too long to
+wait for). The figures are printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
@@ -418,3 +421,65 @@ async def test_numeric_log_parameters_beyond_int64_are_400_naming_the_parameter(
         status, body = await get(f"{name}={INT64_MAX}")
         results[name] = (status, bool(body.strip()) and all(LINE.match(x) for x in body.splitlines()))
     assert results == {name: (200, True) for name in results}, results
+
+
+IDLE = 4.0  # --kubelet-api-idle-timeout here: the default (120 s) is too long to wait for in a test
+
+
+async def test_an_idle_keep_alive_connection_is_closed_and_a_log_stream_outlives_it(
+    admin: Kube, namespace: str, virtual_node: StartNode, cluster: Cluster
+) -> None:
+    vn = await virtual_node("--kubelet-api-idle-timeout", str(IDLE))
+    await create_running_pod(admin, namespace, "web", vn.name)
+    port = kubelet_port(vn)
+    client = _tls(cluster, "apiserver-kubelet-client")
+
+    # A log stream: it idles between lines far longer than nothing, but it is inside a request.
+    stream_reader, stream_writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    stream_writer.write(
+        f"GET /containerLogs/{namespace}/web/app?follow=true HTTP/1.1\r\nHost: stream\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(stream_reader.readuntil(b"\r\n\r\n"), 20)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    fresh_after = [math.inf]  # set once the idle connection is closed
+    fresh = asyncio.Event()  # data of the stream arrived after that
+
+    async def read_stream() -> None:
+        while await stream_reader.read(65536):
+            if time.monotonic() > fresh_after[0]:
+                fresh.set()
+
+    streaming = asyncio.create_task(read_stream())
+
+    # An authenticated keep-alive connection: one request answered, then nothing.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: keepalive\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        assert head.startswith(b"HTTP/1.1 200") and b"close" not in head.lower(), head
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        await asyncio.wait_for(reader.readexactly(length), 20)
+        answered = time.monotonic()
+        closing = asyncio.ensure_future(_closed_by_server(reader))
+        await asyncio.wait([closing], timeout=IDLE + SLACK)
+        idle_for = time.monotonic() - answered if closing.done() else math.inf
+        closing.cancel()
+        closed_at = time.monotonic()
+
+        # The stream is still served after the idle connection was closed.
+        fresh_after[0] = closed_at + 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fresh.wait(), 20)
+        stream_alive = fresh.is_set() and not streaming.done()
+        print(
+            f"\nidle keep-alive connection closed after {idle_for:.1f} s (--kubelet-api-idle-timeout "
+            f"{IDLE:.0f}); the log stream {'still' if stream_alive else 'no longer'} served"
+        )
+        assert IDLE / 2 <= idle_for <= IDLE + SLACK, (
+            f"closed after {idle_for} s, the idle timeout is {IDLE} s"
+        )
+        assert stream_alive, "the log stream ended with the idle connection"
+    finally:
+        streaming.cancel()
+        writer.close()
+        stream_writer.close()
