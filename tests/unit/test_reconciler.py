@@ -887,13 +887,19 @@ def with_deadline(name: str, seconds: int, **kwargs: Any) -> dict[str, Any]:
     return pod
 
 
+async def running_job(h: Harness, deadline: int = 30) -> str:
+    """Pod ``job``, with a deadline, started at T0; its UID."""
+    await h.start()
+    uid: str = h.kube.add(with_deadline("job", deadline))["metadata"]["uid"]
+    await h.settle()
+    return uid
+
+
 async def test_a_pod_past_its_active_deadline_is_stopped_and_failed_as_by_the_kubelet(
     make: Callable[..., Harness],
 ) -> None:
     h = make()
-    await h.start()
-    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
-    await h.settle()
+    uid = await running_job(h)
     assert h.status("job")["phase"] == "Running"
     assert h.status("job")["startTime"] == "2026-01-01T00:00:00Z"
     wake = h.queue.wake_pending(key("job"))
@@ -939,9 +945,7 @@ async def test_a_pod_that_ran_past_its_deadline_while_we_were_down_is_ended_at_a
 
 async def test_a_pod_that_ends_before_its_deadline_is_left_as_it_ended(make: Callable[..., Harness]) -> None:
     h = make()
-    await h.start()
-    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
-    await h.settle()
+    uid = await running_job(h)
     done = ContainerStatus("app", "nginx:1.27", ContainerPhase.TERMINATED, exit_code=0, started_at=None)
     h.provider.set_status(uid, ProviderPodStatus(PodPhase.SUCCEEDED, (done,), start_time=None))
     h.clock.advance(10)
@@ -959,9 +963,7 @@ async def test_a_failed_stop_at_the_deadline_is_retried_before_the_pod_is_failed
     make: Callable[..., Harness],
 ) -> None:
     h = make()
-    await h.start()
-    uid = h.kube.add(with_deadline("job", 30))["metadata"]["uid"]
-    await h.settle()
+    uid = await running_job(h)
     h.provider.errors["delete_pod"] = TransientError("backend busy")
     h.clock.advance(30)
     await h.reconcile("job")

@@ -142,17 +142,26 @@ class Reconciler:
             if record.ref.uid == keep_uid or record.stopping:
                 continue
             if record.in_provider:
-                try:
-                    await self.guard.call("delete_pod", self.provider.delete_pod, record.ref)
-                except NotFoundError:
-                    pass
-                except ProviderError as exc:
-                    log.warning("cannot delete orphan %s/%s from the provider: %s", *key, exc)
-                    record.attempts += 1
-                    self._retry(record)
+                failed = await self._delete_in_provider(record)
+                if failed is not None:
+                    log.warning("cannot delete orphan %s/%s from the provider: %s", *key, failed)
                     continue
                 log.info("deleted %s/%s (uid %s) from the provider: no API object", *key, record.ref.uid)
             self.store.remove(record.ref.uid)
+
+    async def _delete_in_provider(self, record: PodRecord) -> ProviderError | None:
+        """Delete the record's pod in the provider (one it no longer has counts as deleted). On a
+        failure the record's retry is scheduled and the error returned."""
+        try:
+            await self.guard.call("delete_pod", self.provider.delete_pod, record.ref)
+        except NotFoundError:
+            pass
+        except ProviderError as exc:
+            record.attempts += 1
+            self._retry(record)
+            return exc
+        record.in_provider = False
+        return None
 
     # -- creation ------------------------------------------------------------------------------------
     async def _prepare(self, pod: Pod, record: PodRecord, *, quiet: bool = False) -> Preparation | None:
@@ -330,16 +339,10 @@ class Reconciler:
             self.queue.wake_after(record.key, left)
             return False
         if record.in_provider:
-            try:
-                await self.guard.call("delete_pod", self.provider.delete_pod, record.ref)
-            except NotFoundError:
-                pass
-            except ProviderError as exc:
-                self.events.record(pod, "ProviderDeleteFailed", exc.message, warning=True)
-                record.attempts += 1
-                self._retry(record)
+            failed = await self._delete_in_provider(record)
+            if failed is not None:
+                self.events.record(pod, "ProviderDeleteFailed", failed.message, warning=True)
                 return True
-            record.in_provider = False
         self.queue.forget(record.key)
         self.events.record(pod, status_domain.DEADLINE_EXCEEDED, status_domain.DEADLINE_MESSAGE)
         now = self.clock.utcnow()
