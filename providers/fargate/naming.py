@@ -77,11 +77,23 @@ def content_hash(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def family_prefix(node: str) -> str:
+    """What every task definition family of ``node`` starts with (node names have dots: replaced)."""
+    return f"vk-{re.sub(r'[^A-Za-z0-9_-]', '-', node)[:200]}-"
+
+
 def family(node: str, digest: str) -> str:
     """The task definition family of one pod template on one node: ``vk-<node>-<hash>``, at most
-    255 letters, digits, hyphens and underscores (node names have dots: replaced)."""
-    safe = re.sub(r"[^A-Za-z0-9_-]", "-", node)[:200]
-    return f"vk-{safe}-{digest[:32]}"
+    255 letters, digits, hyphens and underscores."""
+    return f"{family_prefix(node)}{digest[:32]}"
+
+
+def is_family_of(node: str, name: str) -> bool:
+    """Whether ``name`` has the shape of one of ``node``'s families. Not proof of ownership: two node
+    names can have one prefix (``a.b`` and ``a-b``), and ``vk-a-`` begins ``vk-a-b-``'s families
+    too, which the exact shape rules out; the node tag decides."""
+    prefix = family_prefix(node)
+    return name.startswith(prefix) and re.fullmatch(r"[0-9a-f]{32}", name[len(prefix) :]) is not None
 
 
 def secret_name(prefix: str, node: str, uid: str) -> str:

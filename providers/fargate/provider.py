@@ -151,6 +151,7 @@ class FargateProvider:
         self._logs: Any = None
         self._secrets: Any = None
         self._listed_once = False
+        self._sweep: asyncio.Task[None] | None = None  # of leftover task definitions, once
         self._order = itertools.count()
         self.follow_interval = fargate_logs.FOLLOW_INTERVAL
         self.restart_backoff = RESTART_BACKOFF
@@ -203,6 +204,10 @@ class FargateProvider:
                 log.warning("fargate: log group %s not created (%s)", self.config.log_group, exc.message)
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
@@ -577,7 +582,65 @@ class FargateProvider:
 
     async def list_pods(self) -> list[PodRef]:
         await self._refresh(budgeted=False)
+        if self._sweep is None:  # the first full listing: every task of this node is known now
+            self._sweep = asyncio.create_task(self._sweep_definitions(), name="fargate-sweep")
         return [pod.ref for uid, pod in self.pods.items() if pod.tasks and uid not in self.deleted]
+
+    async def _sweep_definitions(self) -> None:
+        """Deregister this node's task definitions that no task of it uses. A definition goes with
+        its last pod, but one is left when an instance stops between a pod's end and that step, or
+        when ECS has forgotten the stopped tasks (it keeps them about an hour) before the next
+        instance lists them. Once, in the background, after the first full listing."""
+        try:
+            families: list[str] = []
+            token: str | None = None
+            while True:
+                page = await self._call(
+                    self.ecs.list_task_definition_families,
+                    "ListTaskDefinitionFamilies",
+                    familyPrefix=naming.family_prefix(self.node_name),
+                    status="ACTIVE",
+                    **({"nextToken": token} if token else {}),
+                )
+                families += page.get("families") or []
+                token = page.get("nextToken")
+                if not token:
+                    break
+            swept = 0
+            for family in families:
+                if naming.is_family_of(self.node_name, family):
+                    swept += await self._sweep_family(family)
+            if swept:
+                log.info("fargate: deregistered %d task definitions no pod of this node uses", swept)
+        except ProviderError as exc:
+            log.warning("fargate: leftover task definitions not swept: %s", exc.message)
+
+    async def _sweep_family(self, family: str) -> int:
+        async with self._family_locks[family]:
+            if family in self.family_of.values():
+                return 0  # a pod uses it (adopted, or created meanwhile)
+            listed = await self._call(
+                self.ecs.list_task_definitions,
+                "ListTaskDefinitions",
+                familyPrefix=family,  # a whole family name, on AWS as on moto
+                status="ACTIVE",
+            )
+            swept = 0
+            for arn in listed.get("taskDefinitionArns") or []:
+                found = await self._call(
+                    self.ecs.describe_task_definition,
+                    "DescribeTaskDefinition",
+                    taskDefinition=arn,
+                    include=["TAGS"],
+                )
+                if naming.tag_map(found.get("tags")).get(naming.TAG_NODE) != self.node_name:
+                    continue  # another node's with the same prefix
+                await self._call(
+                    self.ecs.deregister_task_definition, "DeregisterTaskDefinition", taskDefinition=arn
+                )
+                swept += 1
+            self.families.pop(family, None)
+            return swept
 
     async def capacity(self) -> Capacity:
         return Capacity(cpu=self.config.cpu, memory=self.config.memory, pods=self.config.pods)

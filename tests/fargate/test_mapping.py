@@ -487,3 +487,19 @@ def test_registry_logins_are_repository_credentials_by_image_registry() -> None:
     a, b = result.task_definition["containerDefinitions"]
     assert a["repositoryCredentials"] == {"credentialsParameter": arn}
     assert "repositoryCredentials" not in b
+
+
+@pytest.mark.parametrize(
+    ("node", "name", "ours"),
+    [
+        ("node-a", naming.family("node-a", "0123456789abcdef" * 4), True),
+        ("node.a", naming.family("node.a", "f" * 64), True),  # only the first 32 of the hash
+        ("node-a", naming.family("node-a-b", "0" * 32), False),  # another node's, with our prefix
+        ("node-a", "vk-node-a-" + "0" * 31, False),
+        ("node-a", "vk-node-a-" + "G" * 32, False),
+        ("node-a", "vk-node-a-" + "0" * 32 + "-x", False),
+        ("node-a", "my-app", False),
+    ],
+)
+def test_the_shape_of_a_nodes_families(node: str, name: str, ours: bool) -> None:
+    assert naming.is_family_of(node, name) is ours

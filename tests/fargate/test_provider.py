@@ -445,3 +445,58 @@ async def test_a_restarted_instance_deregisters_the_definitions_of_the_pods_it_d
     for ref in listed:
         await again.delete_pod(ref)
     assert await active_definitions(fargate_config, again.node_name) == []
+
+
+async def test_a_restarted_instance_deregisters_leftover_definitions_of_its_own_only(
+    start: Start, fargate_config: dict[str, Any]
+) -> None:
+    """A definition whose pods ECS no longer lists (the instance stopped before deregistering it, or
+    ECS forgot the stopped tasks) is swept by the next instance; ones in use, and ones of another
+    node, whatever their name, stay."""
+    first = await start()
+    node = first.node_name
+    used = replica("node-a")
+    await first.create_pod(used)
+    async with await ecs_client(fargate_config) as ecs:
+
+        async def register(family: str, tag_node: str) -> str:
+            registered = await ecs.register_task_definition(
+                family=family,
+                tags=[{"key": naming.TAG_NODE, "value": tag_node}],
+                requiresCompatibilities=["FARGATE"],
+                networkMode="awsvpc",
+                cpu="256",
+                memory="512",
+                containerDefinitions=[{"name": "app", "image": "busybox:1.36"}],
+            )
+            return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+        leftover = await register(naming.family(node, "a" * 32), node)
+        # The same family shape, but tagged for a node whose name maps to the same prefix.
+        twin = await register(naming.family(node, "b" * 32), node.replace("-", "."))
+        # Another node's family that begins with this node's prefix.
+        longer = await register(naming.family(f"{node}-b", "c" * 32), f"{node}-b")
+
+    again = await start()  # the same node after a restart
+    assert again.node_name == node
+    assert [r.uid for r in await again.list_pods()] == [used.ref.uid]
+
+    async def swept() -> bool:
+        async with await ecs_client(fargate_config) as ecs:
+            described = (await ecs.describe_task_definition(taskDefinition=leftover))["taskDefinition"]
+        return bool(described["status"] == "INACTIVE")
+
+    await eventually(swept, what="the leftover definition deregistered")
+    assert again._sweep is not None
+    await again._sweep  # done: nothing else is deregistered later
+    async with await ecs_client(fargate_config) as ecs:
+        for arn in (twin, longer):
+            described = (await ecs.describe_task_definition(taskDefinition=arn))["taskDefinition"]
+            assert described["status"] == "ACTIVE"
+    in_use = [d["family"] for d in await active_definitions(fargate_config, node)]
+    assert first.family_of[used.ref.uid] in in_use
+    assert again.calls["DeregisterTaskDefinition"] == 1
+    await again.delete_pod(used.ref)  # and the one in use still goes with its last pod
+    assert first.family_of[used.ref.uid] not in [
+        d["family"] for d in await active_definitions(fargate_config, node)
+    ]
