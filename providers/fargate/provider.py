@@ -229,21 +229,25 @@ class FargateProvider:
 
     # -- reading ECS -----------------------------------------------------------------------------
     async def _list(self, **filters: Any) -> list[str]:
-        arns: list[str] = []
+        return await self._all_pages(
+            self.ecs.list_tasks,
+            "ListTasks",
+            "taskArns",
+            cluster=self.config.cluster,
+            maxResults=PAGE,
+            **filters,
+        )
+
+    async def _all_pages(self, method: Any, operation: str, field: str, **kwargs: Any) -> list[str]:
+        """``field`` of every page of a paged ECS list call (``nextToken``)."""
+        items: list[str] = []
         token: str | None = None
         while True:
-            page = await self._call(
-                self.ecs.list_tasks,
-                "ListTasks",
-                cluster=self.config.cluster,
-                maxResults=PAGE,
-                **filters,
-                **({"nextToken": token} if token else {}),
-            )
-            arns += page.get("taskArns") or []
+            page = await self._call(method, operation, **kwargs, **({"nextToken": token} if token else {}))
+            items += page.get(field) or []
             token = page.get("nextToken")
             if not token:
-                return arns
+                return items
 
     async def _describe(self, arns: Sequence[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -592,20 +596,13 @@ class FargateProvider:
         when ECS has forgotten the stopped tasks (it keeps them about an hour) before the next
         instance lists them. Once, in the background, after the first full listing."""
         try:
-            families: list[str] = []
-            token: str | None = None
-            while True:
-                page = await self._call(
-                    self.ecs.list_task_definition_families,
-                    "ListTaskDefinitionFamilies",
-                    familyPrefix=naming.family_prefix(self.node_name),
-                    status="ACTIVE",
-                    **({"nextToken": token} if token else {}),
-                )
-                families += page.get("families") or []
-                token = page.get("nextToken")
-                if not token:
-                    break
+            families = await self._all_pages(
+                self.ecs.list_task_definition_families,
+                "ListTaskDefinitionFamilies",
+                "families",
+                familyPrefix=naming.family_prefix(self.node_name),
+                status="ACTIVE",
+            )
             swept = 0
             for family in families:
                 if naming.is_family_of(self.node_name, family):
