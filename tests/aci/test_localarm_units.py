@@ -16,8 +16,9 @@ from providers.aci.localarm.shell import (
     tokenize,
     top_level_program,
 )
-from providers.aci.localarm.spec import SchemaValidator, SpecDocument, compile_definition
+from providers.aci.localarm.spec import SpecDocument
 from providers.aci.localarm.throttle import TokenBucket
+from providers.swagger import SchemaValidator, compile_definition
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .spec import READONLY_MARK, compile_definition, load_spec, strip_marked
+from providers.swagger import READONLY_MARK, compile_definition, strip_marked
+
+from .spec import load_spec
 
 
 def _kind(value: Any) -> str:

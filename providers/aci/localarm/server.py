@@ -21,6 +21,19 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from providers.swagger import (
+    READONLY_MARK,
+    SECRET_MARK,
+    Operation,
+    Parameter,
+    SchemaValidator,
+    coerce_parameter,
+    compile_definition,
+    compile_schema,
+    split_path,
+    strip_marked,
+)
+
 from .knobs import Knobs
 from .simulation import (
     Clock,
@@ -31,20 +44,7 @@ from .simulation import (
     render_logs,
     total_cpu,
 )
-from .spec import (
-    READONLY_MARK,
-    SECRET_MARK,
-    Operation,
-    Parameter,
-    SchemaValidator,
-    SpecDocument,
-    coerce_parameter,
-    compile_definition,
-    compile_schema,
-    load_example,
-    split_path,
-    strip_marked,
-)
+from .spec import SpecDocument, load_example
 from .throttle import Throttler
 
 log = logging.getLogger(__name__)

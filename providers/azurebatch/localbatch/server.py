@@ -47,17 +47,17 @@ from typing import Any
 
 from aiohttp import web
 
-from . import auth, odata
-from .spec import (
+from providers.swagger import (
     READONLY_MARK,
     SECRET_MARK,
     Operation,
-    SpecDocument,
     coerce_parameter,
     compile_definition,
-    load_example,
     strip_marked,
 )
+
+from . import auth, odata
+from .spec import SpecDocument, load_example
 
 log = logging.getLogger(__name__)
 

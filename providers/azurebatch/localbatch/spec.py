@@ -8,42 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from providers import swagger
-from providers.swagger import (
-    FORMAT_CHECKER,
-    READONLY_MARK,
-    SECRET_MARK,
-    Direction,
-    Operation,
-    Parameter,
-    SchemaValidator,
-    SpecError,
-    coerce_parameter,
-    compile_definition,
-    compile_schema,
-    split_path,
-    strip_marked,
-)
 
-__all__ = [
-    "API_VERSION",
-    "FORMAT_CHECKER",
-    "READONLY_MARK",
-    "SECRET_MARK",
-    "Direction",
-    "Operation",
-    "Parameter",
-    "SchemaValidator",
-    "SpecDocument",
-    "SpecError",
-    "coerce_parameter",
-    "compile_definition",
-    "compile_schema",
-    "example_names",
-    "load_example",
-    "load_spec",
-    "split_path",
-    "strip_marked",
-]
+__all__ = ["API_VERSION", "SpecDocument", "example_names", "load_example", "load_spec"]
 
 API_VERSION = "2025-06-01"
 
